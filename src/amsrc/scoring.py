@@ -1,0 +1,282 @@
+"""Object scores -> frame scores: z-normalisation, weighting, max per frame, temporal smoothing.
+
+Per object (DESIGN.md section 6): ``S_f = 1 - cos(x, y)`` and ``S_p = ||pred - target||^2``; each
+is z-normalised with the mean and std over the TRAINING cubes under the final model
+(:class:`TrainStats`, stored in the checkpoint); ``S = w_f z(S_f) + w_p z(S_p)``; a frame's score
+is the max over its objects. Higher = more anomalous.
+
+A frame without any object gets :func:`empty_frame_score`: the score of a perfect object
+(``S_f = 0``, ``S_p = 0``), i.e. the most normal object possible. It needs no test data and is
+causal, so offline and live scoring agree.
+
+Smoothing (:func:`smooth`) works on ONE clip; :func:`smooth_clips` applies it clip by clip, so
+no value ever leaks across a clip boundary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from amsrc.config import ScoreConfig
+from amsrc.errors import ConfigError, DataError
+
+# Smallest standard deviation used by zscore. Training statistics with a smaller (or zero) std,
+# e.g. S_f of the "baseline" variant, which is identically 0, are divided by this instead, so a
+# constant score maps to 0 instead of NaN/inf. S_f lies in [0, 2] and S_p in [0, S*S*C], so any
+# informative spread is far above it.
+STD_FLOOR = 1e-6
+
+# A Gaussian kernel is cut at this many sigmas (scipy.ndimage.gaussian_filter1d's default).
+GAUSS_TRUNCATE = 4.0
+
+_STAT_KEYS = ("s_f_mean", "s_f_std", "s_p_mean", "s_p_std")
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    """Mean and std of the object scores over the training cubes, under the final model."""
+
+    s_f_mean: float  # mean of S_f = 1 - cos(x, y)
+    s_f_std: float  # population std (ddof=0) of S_f
+    s_p_mean: float  # mean of S_p = sum of squared prediction error per object
+    s_p_std: float  # population std (ddof=0) of S_p
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: Any = None) -> "TrainStats":
+        """From a dict with the four keys (e.g. ``checkpoint["train_stats"]``).
+
+        ``source`` (the checkpoint path) is named in the DataError raised for missing keys or
+        non-finite / negative values.
+        """
+        if not isinstance(d, Mapping):
+            raise DataError(source, f"train_stats must be a mapping with keys {_STAT_KEYS}, got {type(d).__name__}")
+        missing = [k for k in _STAT_KEYS if k not in d]
+        if missing:
+            raise DataError(source, f"train_stats lacks {', '.join(missing)}")
+        vals = {}
+        for k in _STAT_KEYS:
+            try:
+                v = float(d[k])
+            except (TypeError, ValueError):
+                raise DataError(source, f"train_stats[{k!r}] is not a number: {d[k]!r}") from None
+            if not math.isfinite(v) or (k.endswith("_std") and v < 0):
+                raise DataError(source, f"train_stats[{k!r}] = {v} is not a valid {'std' if k.endswith('_std') else 'mean'}")
+            vals[k] = v
+        return cls(**vals)
+
+    @classmethod
+    def from_scores(cls, s_f: Any, s_p: Any) -> "TrainStats":
+        """Statistics of training object scores: s_f (N,), s_p (N,), N >= 1, finite."""
+        f = _finite_1d(s_f, "s_f")
+        p = _finite_1d(s_p, "s_p")
+        if f.size != p.size or f.size == 0:
+            raise ValueError(f"from_scores: need equally many S_f and S_p values (>= 1), got {f.size} and {p.size}")
+        return cls(float(f.mean()), float(f.std()), float(p.mean()), float(p.std()))
+
+
+def _finite_1d(x: Any, name: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        i = int(np.flatnonzero(~np.isfinite(a))[0])
+        raise ValueError(f"{name}: non-finite value {a[i]} at index {i}")
+    return a
+
+
+def zscore(x: Any, mean: float, std: float, floor: float = STD_FLOOR) -> np.ndarray:
+    """``(x - mean) / max(std, floor)`` as float64 (see STD_FLOOR for why there is a floor)."""
+    return (np.asarray(x, dtype=np.float64) - mean) / max(float(std), floor)
+
+
+def combine(s_f: Any, s_p: Any, stats: TrainStats, w_f: float, w_p: float) -> np.ndarray:
+    """Object anomaly scores ``w_f * z(S_f) + w_p * z(S_p)``: s_f (N,), s_p (N,) -> (N,) float64.
+
+    A term whose weight is 0 is left out (so e.g. the baseline's S_f never matters with w_f = 0).
+    """
+    f = _finite_1d(s_f, "s_f")
+    p = _finite_1d(s_p, "s_p")
+    if f.shape != p.shape:
+        raise ValueError(f"combine: {f.size} S_f values but {p.size} S_p values")
+    out = np.zeros(f.shape, dtype=np.float64)
+    if w_f != 0:
+        out += w_f * zscore(f, stats.s_f_mean, stats.s_f_std)
+    if w_p != 0:
+        out += w_p * zscore(p, stats.s_p_mean, stats.s_p_std)
+    return out
+
+
+def empty_frame_score(stats: TrainStats, w_f: float, w_p: float) -> float:
+    """Score of a frame with no object: that of a perfect object (S_f = 0, S_p = 0).
+
+    A frame where nothing moves scores as the most normal object possible. This is a fixed
+    number from the training statistics: causal, and no test data is looked at.
+    """
+    return float(combine(np.zeros(1), np.zeros(1), stats, w_f, w_p)[0])
+
+
+def frame_scores(object_scores: Any, offsets: Any, empty_score: float) -> np.ndarray:
+    """Frame score = max over the frame's objects; ``empty_score`` where a frame has none.
+
+    object_scores (N,) float; offsets (n_frames + 1,) int with offsets[0] = 0, offsets[-1] = N,
+    non-decreasing: the objects of frame t are ``object_scores[offsets[t]:offsets[t+1]]``.
+    Returns (n_frames,) float64.
+    """
+    s = _finite_1d(object_scores, "object_scores")
+    off = np.asarray(offsets)
+    if off.ndim != 1 or off.size < 1 or not np.issubdtype(off.dtype, np.integer):
+        raise ValueError(f"offsets: expected a 1-D integer array (n_frames + 1,), got {off.dtype} {off.shape}")
+    off = off.astype(np.int64)
+    if off[0] != 0 or off[-1] != s.size or np.any(np.diff(off) < 0):
+        raise ValueError(
+            f"offsets must start at 0, end at the number of objects ({s.size}) and never decrease; "
+            f"got start {int(off[0])}, end {int(off[-1])}"
+        )
+    n_frames = off.size - 1
+    out = np.full(n_frames, float(empty_score), dtype=np.float64)
+    starts = off[:-1]
+    nonempty = off[1:] > starts
+    if np.any(nonempty):
+        # reduceat over the starts of non-empty frames: each run ends where the next non-empty
+        # frame starts (only empty frames lie between), the last one at N.
+        out[nonempty] = np.maximum.reduceat(s, starts[nonempty])
+    return out
+
+
+# ---------------------------------------------------------------- smoothing
+def _check_cfg(cfg: ScoreConfig) -> None:
+    if cfg.smoothing not in ("none", "median", "gaussian"):
+        raise ConfigError(f"score.smoothing must be 'none', 'median' or 'gaussian', got {cfg.smoothing!r}")
+    if cfg.smoothing == "median" and (int(cfg.median_k) != cfg.median_k or cfg.median_k < 1 or cfg.median_k % 2 == 0):
+        raise ConfigError(f"score.median_k must be an odd integer >= 1, got {cfg.median_k}")
+    if cfg.smoothing == "gaussian" and not (cfg.gaussian_sigma > 0 and math.isfinite(cfg.gaussian_sigma)):
+        raise ConfigError(f"score.gaussian_sigma must be > 0, got {cfg.gaussian_sigma}")
+
+
+def _half_gaussian(sigma: float) -> np.ndarray:
+    """Weights for lags 0, 1, ..., R (R = int(4 sigma + 0.5)): exp(-j^2 / (2 sigma^2)), unnormalised."""
+    radius = int(GAUSS_TRUNCATE * sigma + 0.5)
+    j = np.arange(radius + 1, dtype=np.float64)
+    return np.exp(-0.5 * (j / sigma) ** 2)
+
+
+def _causal_median(x: np.ndarray, k: int) -> np.ndarray:
+    n = x.size
+    out = np.empty(n, dtype=np.float64)
+    head = min(k - 1, n)
+    for t in range(head):  # the first frames: all frames so far
+        out[t] = np.median(x[: t + 1])
+    if n >= k:
+        out[k - 1 :] = np.median(np.lib.stride_tricks.sliding_window_view(x, k), axis=1)
+    return out
+
+
+def _causal_gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
+    w = _half_gaussian(sigma)
+    r = w.size - 1
+    padded = np.concatenate([np.zeros(r), x])
+    # windows[t] = x[t-r .. t] (zeros before the clip); reversed so that column j is lag j
+    windows = np.lib.stride_tricks.sliding_window_view(padded, r + 1)[:, ::-1]
+    num = windows @ w
+    norm = np.cumsum(w)  # weights of the lags that exist: frames before the clip are missing
+    den = np.full(x.size, norm[-1])
+    m = min(r, x.size)
+    den[:m] = norm[:m]
+    return num / den
+
+
+def smooth(scores: Any, cfg: ScoreConfig) -> np.ndarray:
+    """Temporally smooth the frame scores of ONE clip: (n,) -> (n,) float64.
+
+    cfg.smoothing:
+      - "none": unchanged.
+      - "median": median of a window of ``median_k`` (odd) frames. Offline (causal=False) the
+        window is centred and the clip is extended at both ends by repeating its first/last
+        value ("nearest"; equals ``scipy.ndimage.median_filter(mode="nearest")``). Causal: the
+        median of the last k frames t-k+1 .. t; in the first k-1 frames, of all frames so far.
+      - "gaussian": offline, ``scipy.ndimage.gaussian_filter1d(sigma, mode="nearest",
+        truncate=4)``. Causal: a half-Gaussian over lags 0 .. R (R = int(4 sigma + 0.5)),
+        weights exp(-j^2 / 2 sigma^2), normalised over the lags that exist (so the first frames
+        average only what came before). It peaks at lag 0 but lags behind the offline filter.
+    Causal outputs at frame t depend only on frames <= t, so :class:`CausalSmoother` (frame by
+    frame, live) gives the same values. Never apply this to clips concatenated together: use
+    :func:`smooth_clips`.
+    """
+    _check_cfg(cfg)
+    x = _finite_1d(scores, "scores").copy()
+    if x.size == 0 or cfg.smoothing == "none":
+        return x
+    if cfg.smoothing == "median":
+        k = int(cfg.median_k)
+        if k == 1:
+            return x
+        if cfg.causal:
+            return _causal_median(x, k)
+        h = k // 2
+        padded = np.pad(x, h, mode="edge")
+        return np.median(np.lib.stride_tricks.sliding_window_view(padded, k), axis=1)
+    # gaussian
+    if cfg.causal:
+        return _causal_gaussian(x, float(cfg.gaussian_sigma))
+    from scipy.ndimage import gaussian_filter1d
+
+    return gaussian_filter1d(x, float(cfg.gaussian_sigma), mode="nearest", truncate=GAUSS_TRUNCATE)
+
+
+def smooth_clips(scores_per_clip: Any, cfg: ScoreConfig) -> Any:
+    """:func:`smooth` applied to each clip on its own (no leakage across clip boundaries).
+
+    A list of (n_i,) arrays gives a list; a dict name -> array gives a dict with the same keys.
+    """
+    if isinstance(scores_per_clip, Mapping):
+        return {k: smooth(v, cfg) for k, v in scores_per_clip.items()}
+    if isinstance(scores_per_clip, np.ndarray) or not isinstance(scores_per_clip, Sequence):
+        raise ValueError("smooth_clips: expected a list or dict of per-clip 1-D arrays")
+    return [smooth(v, cfg) for v in scores_per_clip]
+
+
+class CausalSmoother:
+    """Frame-by-frame causal smoothing for live scoring; equals ``smooth(..., causal=True)``.
+
+    ``push(score)`` returns the smoothed score of the frame just pushed; ``reset()`` starts a new
+    clip/stream. The config's ``causal`` flag is ignored (this is always causal).
+    """
+
+    def __init__(self, cfg: ScoreConfig):
+        _check_cfg(cfg)
+        self.method = cfg.smoothing
+        if self.method == "median":
+            self._n = int(cfg.median_k)
+        elif self.method == "gaussian":
+            self._w = _half_gaussian(float(cfg.gaussian_sigma))
+            self._norm = np.cumsum(self._w)
+            self._n = self._w.size
+        else:
+            self._n = 1
+        self._buf: deque[float] = deque(maxlen=self._n)
+
+    def reset(self) -> None:
+        self._buf.clear()
+
+    def push(self, score: float) -> float:
+        v = float(score)
+        if not math.isfinite(v):
+            raise ValueError(f"CausalSmoother.push: non-finite score {v}")
+        self._buf.append(v)
+        if self.method == "none":
+            return v
+        past = np.fromiter(self._buf, dtype=np.float64, count=len(self._buf))
+        if self.method == "median":
+            return float(np.median(past))
+        m = past.size  # lags 0 .. m-1, newest first
+        window = np.concatenate([np.zeros(self._n - m), past])[::-1]
+        return float(window @ self._w / self._norm[m - 1])
