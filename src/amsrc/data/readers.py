@@ -31,6 +31,35 @@ def _to_rgb3(img: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+_JPEG_TAIL = 64  # bytes searched for the end-of-image marker (some writers pad after it)
+
+
+def _jpeg_complete(tail: bytes) -> bool:
+    """True if a JPEG's last bytes hold its end-of-image marker FF D9.
+
+    Inside entropy-coded data a 0xFF byte is always followed by 0x00 or a restart marker, so FF D9
+    near the end means the image data is complete; trailing padding after it is tolerated.
+    """
+    return b"\xff\xd9" in tail
+
+
+def check_image_file(path: str | Path) -> None:
+    """Cheap integrity check without decoding: the file exists, is not empty, and a JPEG is not truncated."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            raise DataError(path, "image file is empty")
+        if path.suffix.lower() in (".jpg", ".jpeg"):
+            with open(path, "rb") as fh:
+                fh.seek(max(0, size - _JPEG_TAIL))
+                tail = fh.read()
+            if not _jpeg_complete(tail):
+                raise DataError(path, "truncated JPEG (no end-of-image marker); re-extract this frame")
+    except OSError as exc:
+        raise DataError(path, f"unreadable image file ({exc.strerror or exc})") from None
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read one image file as (H, W, 3) uint8 RGB; a clear error if it is unreadable or truncated."""
     import cv2
@@ -41,9 +70,8 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DataError(path, "image file not found")
     if data.size == 0:
         raise DataError(path, "image file is empty")
-    suffix = path.suffix.lower()
-    if suffix in (".jpg", ".jpeg") and not (data.size >= 2 and data[-2] == 0xFF and data[-1] == 0xD9):
-        # A JPEG must end with its end-of-image marker; OpenCV would silently decode a grey tail.
+    if path.suffix.lower() in (".jpg", ".jpeg") and not _jpeg_complete(data[-_JPEG_TAIL:].tobytes()):
+        # A JPEG must end with its end-of-image marker; OpenCV 4 silently decodes a grey tail.
         raise DataError(path, "truncated JPEG (no end-of-image marker); re-extract this frame")
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None:
@@ -96,10 +124,14 @@ class FolderReader:
 def _open_container(path: Path):
     import av
 
+    if not path.is_file():
+        raise DataError(path, "video file not found")
+    if path.stat().st_size == 0:
+        raise DataError(path, "video file is empty")
     try:
         container = av.open(str(path))
     except Exception as exc:  # PyAV raises several error types for bad files
-        raise DataError(path, f"unreadable video ({exc.__class__.__name__}: {exc})") from None
+        raise DataError(path, f"unreadable or corrupt video ({exc.__class__.__name__}: {exc})") from None
     if not container.streams.video:
         container.close()
         raise DataError(path, "file has no video stream")
@@ -107,7 +139,11 @@ def _open_container(path: Path):
 
 
 def iter_video(path: str | Path, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
-    """Stream decoded frames of a video file as (H, W, 3) uint8 RGB, frame ``start`` to ``stop``."""
+    """Stream decoded frames of a video file as (H, W, 3) uint8 RGB, frame ``start`` to ``stop``.
+
+    Lazy: one decoded frame at a time; the file is opened on the first ``next`` and closed when
+    the stream ends or the generator is closed.
+    """
     path = Path(path)
     container = _open_container(path)
     try:
@@ -122,45 +158,83 @@ def iter_video(path: str | Path, start: int = 0, stop: int | None = None) -> Ite
                     yield frame.to_ndarray(format="rgb24")
                 i += 1
         except Exception as exc:
-            if isinstance(exc, GeneratorExit):
-                raise
             raise DataError(path, f"corrupt or truncated video after frame {i} ({exc})") from None
     finally:
         container.close()
 
 
-def count_video_frames(path: str | Path) -> tuple[int, float | None, tuple[int, int]]:
-    """Exact frame count (by decoding), frame rate and (H, W) of a video file."""
+def count_video_frames(path: str | Path, strict: bool = False) -> tuple[int, float | None, tuple[int, int]]:
+    """Exact frame count (by decoding every frame), frame rate and (H, W) of a video file.
+
+    A video that decodes fewer frames than its container header declares (less any zero-size
+    "dropped frame" packets) is refused as truncated. With ``strict``, any error the demuxer or
+    decoder reports (FFmpeg conceals damaged blocks silently otherwise) is refused too.
+    """
+    import av.logging
+
     path = Path(path)
     container = _open_container(path)
+    prev_level = av.logging.get_level()
+    prev_skip = av.logging.get_skip_repeated()
+    capture = None
+    if strict:
+        av.logging.set_level(av.logging.ERROR)
+        av.logging.set_skip_repeated(False)  # else a message seen in an earlier call is swallowed
+        capture = av.logging.Capture()
+        capture.__enter__()
     try:
         stream = container.streams.video[0]
         rate = float(stream.average_rate) if stream.average_rate else None
+        declared = int(stream.frames or 0)
         n = 0
+        n_empty = 0  # zero-size packets that are not the final flush: dropped-frame placeholders
         shape = (0, 0)
         try:
-            for frame in container.decode(stream):
-                if n == 0:
-                    shape = (frame.height, frame.width)
-                n += 1
+            for packet in container.demux(stream):
+                if packet.size == 0 and packet.dts is not None:
+                    n_empty += 1
+                for frame in packet.decode():
+                    if n == 0:
+                        shape = (frame.height, frame.width)
+                    n += 1
         except Exception as exc:
             raise DataError(path, f"corrupt or truncated video after frame {n} ({exc})") from None
+        if capture is not None:
+            errors = [f"{name}: {msg.strip()}" for level, name, msg in capture.logs if level <= av.logging.ERROR]
+            if errors:
+                raise DataError(path, f"corrupt video: the decoder reported {len(errors)} error(s), first: {errors[0]}")
     finally:
+        if capture is not None:
+            capture.__exit__(None, None, None)
+            av.logging.set_level(prev_level)
+            av.logging.set_skip_repeated(prev_skip)
         container.close()
     if n == 0:
         raise DataError(path, "video has no decodable frames")
+    if declared > 0 and n + n_empty < declared:
+        raise DataError(
+            path,
+            f"truncated or corrupt video: its header declares {declared} frames but only {n} decode "
+            "(re-download or re-encode it)",
+        )
     return n, rate, shape
 
 
 class VideoReader:
-    """Frames of a video file. Sequential reads stream; a backward jump re-opens the file."""
+    """Frames of a video file.
 
-    def __init__(self, path: str | Path, n_frames: int | None = None):
+    ``read(i)`` gives random access: forward reads decode on from the current position, the last
+    ``cache`` frames are kept (so windows t-4..t cost nothing), and a jump further back re-opens
+    the file and decodes from the start. ``iter_frames`` streams one frame at a time.
+    """
+
+    def __init__(self, path: str | Path, n_frames: int | None = None, cache: int = 8):
         self.source = Path(path)
         self._n = n_frames
         self._it: Iterator[np.ndarray] | None = None
-        self._next = 0
-        self._last: tuple[int, np.ndarray] | None = None
+        self._next = 0  # index of the frame self._it yields next
+        self._cache: dict[int, np.ndarray] = {}  # the last `cache` decoded frames by index
+        self._cache_size = max(1, int(cache))
         self._shape: tuple[int, int] | None = None
 
     def __len__(self) -> int:
@@ -174,35 +248,55 @@ class VideoReader:
             self._shape = self.read(0).shape[:2]
         return self._shape
 
+    def close(self) -> None:
+        """Release the open decoder (it is re-opened on the next read)."""
+        if self._it is not None:
+            self._it.close()  # type: ignore[attr-defined]
+        self._it = None
+        self._next = 0
+
     def read(self, i: int) -> np.ndarray:
         if i < 0 or (self._n is not None and i >= self._n):
-            raise IndexError(f"{self.source}: frame {i} out of range")
-        if self._last is not None and self._last[0] == i:
-            return self._last[1]
+            raise IndexError(f"{self.source}: frame {i} out of range 0..{(self._n or 0) - 1}")
+        if i in self._cache:
+            return self._cache[i].copy()
         if self._it is None or i < self._next:
+            self.close()
             self._it = iter_video(self.source)
-            self._next = 0
         frame = None
         while self._next <= i:
             try:
                 frame = next(self._it)
             except StopIteration:
                 self._it = None
-                raise IndexError(f"{self.source}: frame {i} past the end of the video") from None
+                self._next = 0
+                raise DataError(self.source, f"frame {i} is past the end of the video (truncated?)") from None
+            if self._shape is None:
+                self._shape = frame.shape[:2]
+            elif frame.shape[:2] != self._shape:
+                raise DataError(self.source, f"frame {self._next} changes size mid-video")
+            self._cache[self._next] = frame
+            if len(self._cache) > self._cache_size:
+                del self._cache[min(self._cache)]
             self._next += 1
         assert frame is not None
-        self._last = (i, frame)
-        self._shape = frame.shape[:2]
-        return frame
+        return frame.copy()
 
     def iter_frames(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        """Stream frames ``start`` .. ``stop - 1``; a video that ends before its known length is an error."""
+        if self._n is not None:
+            stop = self._n if stop is None else min(stop, self._n)
         shape = None
-        for k, img in enumerate(iter_video(self.source, start, stop)):
+        k = start
+        for img in iter_video(self.source, start, stop):
             if shape is None:
                 shape = img.shape
             elif img.shape != shape:
-                raise DataError(self.source, f"frame {start + k} changes size mid-video")
+                raise DataError(self.source, f"frame {k} changes size mid-video")
             yield img
+            k += 1
+        if stop is not None and k < stop:
+            raise DataError(self.source, f"video ended after {k} frames, {stop} expected (truncated?)")
 
 
 def open_clip(clip: Clip) -> FolderReader | VideoReader:
