@@ -1,0 +1,303 @@
+"""Box and flow quality on a dataset with pixel masks (e.g. real UCSD Ped2). Not run in tests.
+
+    python benchmarks/box_quality.py [ROOT] [--preset ped2] [--threads 1]
+    python benchmarks/box_quality.py ROOT --fit-perspective     # the size model's numbers, from training
+    python benchmarks/box_quality.py ROOT --flow-table          # flow methods: error vs speed
+
+Default run: streams every clip of every split through the preset's flow and box detector (the
+same calls as ``CubeExtractor.push``) and prints, per split, boxes per frame, box area median /
+p90 / p99 / max (pixels, margin included), ms per frame for flow and for boxes, and where pixel
+masks exist the box recall: an anomalous object (a mask component >= 20 px) is found when its
+bounding box is >= 50% covered by the union of the frame's boxes. Frame 0 of a clip has no
+previous frame, so no boxes; recall is given over frames t >= 1 and over all frames.
+
+``--fit-perspective`` fits the ground-plane size model of ``BoxConfig.split_*`` on the TRAINING
+split only: boxes with cutting off and no margin, kept when isolated (no other box within 10 px)
+and upright (0.3 <= w/h <= 0.75, a single walker); a median (quantile 0.5) linear regression of
+box height on the box's bottom row gives ``height = slope * (row - horizon)``.
+
+``--flow-table`` compares flow methods: endpoint error (EPE, px) on textured patches of two sizes
+moving at six known speeds over a real background frame, and the warp error on real pairs (grey
+levels: |I_t-1(x) - I_t(x + flow(x))| on pixels that changed by more than 18), with ms per pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_ROOT = REPO.parent / "shared" / "data" / "ped2"
+
+
+def _grey(frame_rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY)  # as CubeExtractor.push
+
+
+def _iter_grey(clip):
+    from amsrc.data.readers import open_clip
+
+    reader = open_clip(clip)
+    for frame in reader.iter_frames():
+        yield _grey(frame)
+
+
+def run_boxes(index, preset, splits, max_clips=None) -> dict:
+    from amsrc.prepare.boxes import make_box_detector
+    from amsrc.prepare.flow import make_flow
+    from amsrc.prepare.recall import box_recall_frame
+
+    flow = make_flow(preset.prepare.flow)
+    det = make_box_detector(preset.prepare.boxes)
+    out = {}
+    for split in splits:
+        clips = index.clips(split)[:max_clips]
+        areas, per_frame = [], []
+        t_flow = t_box = 0.0
+        n_pairs = 0
+        rec = {"objects": 0, "found": 0, "objects_frame0": 0, "anom_frames": 0, "anom_frames_all_found": 0}
+        for clip in clips:
+            det.reset()
+            prev = None
+            for t, grey in enumerate(_iter_grey(clip)):
+                boxes = np.zeros((0, 4), np.int32)
+                if prev is not None:
+                    t0 = time.perf_counter()
+                    f = flow(prev, grey)
+                    t1 = time.perf_counter()
+                    boxes = det(prev, grey, f)
+                    t2 = time.perf_counter()
+                    t_flow += t1 - t0
+                    t_box += t2 - t1
+                    n_pairs += 1
+                    per_frame.append(len(boxes))
+                    areas.append((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+                if clip.masks is not None:
+                    found, n = box_recall_frame(clip.masks.read(t), boxes)
+                    if t == 0:
+                        rec["objects_frame0"] += n
+                    rec["objects"] += n
+                    rec["found"] += found
+                    if n:
+                        rec["anom_frames"] += 1
+                        rec["anom_frames_all_found"] += int(found == n)
+                prev = grey
+        a = np.concatenate(areas) if areas else np.zeros(0)
+        r = {
+            "clips": len(clips),
+            "frames_with_boxes_run": n_pairs,
+            "boxes_per_frame": float(np.mean(per_frame)) if per_frame else 0.0,
+            "area_median": float(np.median(a)) if a.size else 0.0,
+            "area_p90": float(np.percentile(a, 90)) if a.size else 0.0,
+            "area_p99": float(np.percentile(a, 99)) if a.size else 0.0,
+            "area_max": int(a.max()) if a.size else 0,
+            "boxes_over_5000px": int((a > 5000).sum()),
+            "ms_flow": 1000 * t_flow / max(n_pairs, 1),
+            "ms_boxes": 1000 * t_box / max(n_pairs, 1),
+        }
+        if rec["objects"]:
+            n1 = rec["objects"] - rec["objects_frame0"]
+            r["recall_objects_t>=1"] = rec["found"] / max(n1, 1)
+            r["recall_objects_all"] = rec["found"] / rec["objects"]
+            r["anomalous_frames_all_found"] = rec["anom_frames_all_found"] / rec["anom_frames"]
+            r["objects"] = rec["objects"]
+            r["objects_frame0"] = rec["objects_frame0"]
+        out[split] = r
+    return out
+
+
+def fit_perspective(index, preset) -> dict:
+    """Median regression of isolated upright box heights on their bottom row, training split."""
+    import dataclasses
+
+    from sklearn.linear_model import QuantileRegressor
+
+    from amsrc.prepare.boxes import make_box_detector
+
+    cfg = dataclasses.replace(preset.prepare.boxes, split_horizon=None, margin=0)
+    det = make_box_detector(cfg)
+    heights, rows = [], []
+    frame_h = None
+    for clip in index.clips("training"):
+        det.reset()
+        prev = None
+        for grey in _iter_grey(clip):
+            frame_h = grey.shape[0]
+            if prev is not None:
+                b = det(prev, grey, None).astype(np.int64)
+                for i in range(len(b)):
+                    o = np.delete(b, i, 0)
+                    if len(o):
+                        gx = np.maximum(0, np.maximum(o[:, 0] - b[i, 2], b[i, 0] - o[:, 2]))
+                        gy = np.maximum(0, np.maximum(o[:, 1] - b[i, 3], b[i, 1] - o[:, 3]))
+                        if np.maximum(gx, gy).min() < 10:
+                            continue
+                    w, h = b[i, 2] - b[i, 0], b[i, 3] - b[i, 1]
+                    if h >= 8 and 0.3 <= w / h <= 0.75:
+                        heights.append(h)
+                        rows.append(b[i, 3])
+            prev = grey
+    y, h = np.asarray(rows, float), np.asarray(heights, float)
+    m = QuantileRegressor(quantile=0.5, alpha=0.0, solver="highs").fit(y[:, None], h)
+    slope, icpt = float(m.coef_[0]), float(m.intercept_)
+    horizon = -icpt / slope
+    return {
+        "boxes_used": int(len(h)),
+        "slope": slope,
+        "horizon_row": horizon,
+        "horizon_frac": horizon / frame_h,
+        "frame_height": frame_h,
+        "median_height_by_row": {
+            f"{lo}-{lo + 20}": float(np.median(h[(y >= lo) & (y < lo + 20)]))
+            for lo in range(0, frame_h, 20)
+            if ((y >= lo) & (y < lo + 20)).sum() >= 20
+        },
+    }
+
+
+def flow_table(index, n_pairs=60, tvl1=True) -> list[dict]:
+    import cv2
+
+    from amsrc.config import FlowConfig
+    from amsrc.prepare.flow import make_flow
+
+    clips = index.clips("testing") or index.clips("training")
+    bg = next(_iter_grey(index.clips("training")[0] if index.clips("training") else clips[0]))
+    H, W = bg.shape
+    cases = []
+    speeds = [(3, 1), (1.5, -0.5), (0.5, 0.5), (6, 2), (-9, 3), (2, -4)]
+    for k, (dx, dy) in enumerate(speeds):
+        # a small (top-of-frame walker sized) and a large patch, placed relative to the frame size
+        for ph, pw, fx, fy in ((30, 15, 0.28, 0.25), (60, 30, 0.55, 0.62)):
+            rng = np.random.default_rng(k)
+            p = cv2.GaussianBlur(rng.integers(0, 255, (ph, pw)).astype(np.uint8), (0, 0), 1.5)
+            p = cv2.normalize(p, None, 30, 220, cv2.NORM_MINMAX).astype(np.float32)
+            x0, y0 = int(fx * W), int(fy * H)
+            big = np.zeros((H, W), np.float32)
+            alpha = np.zeros((H, W), np.float32)
+            big[y0 : y0 + ph, x0 : x0 + pw] = p
+            alpha[y0 : y0 + ph, x0 : x0 + pw] = 1
+            a = (bg * (1 - alpha) + big).astype(np.uint8)
+            M = np.float32([[1, 0, dx], [0, 1, dy]])
+            bw, aw = cv2.warpAffine(big, M, (W, H)), cv2.warpAffine(alpha, M, (W, H))
+            b = (bg * (1 - aw) + bw).round().clip(0, 255).astype(np.uint8)
+            cases.append((a, b, alpha > 0, dx, dy, ph))
+    pairs = []
+    for clip in clips:
+        frames = list(_iter_grey(clip))
+        step = max(1, len(frames) // 6)
+        pairs += [(frames[i - 1], frames[i]) for i in range(1, len(frames), step)]
+    pairs = pairs[:n_pairs]
+    gx, gy = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
+    rows = []
+    methods = [("dis", p) for p in ("ultrafast", "fast", "fine", "medium")] + [("farneback", None)]
+    if tvl1:
+        methods.append(("tvl1", None))
+    for method, dp in methods:
+        fl = make_flow(FlowConfig(method=method, dis_preset=dp or "fine", threads=1))
+        eps, epl = [], []
+        for a, b, reg, dx, dy, ph in cases:
+            f = fl(a, b)
+            e = float(np.hypot(f[..., 0] - dx, f[..., 1] - dy)[reg].mean())
+            (eps if ph == 30 else epl).append(e)
+        use = pairs if method != "tvl1" else pairs[:8]
+        warp = []
+        t_best = float("inf")
+        for rep in range(1 if method == "tvl1" else 3):
+            t0 = time.perf_counter()
+            flows = [fl(a, b) for a, b in use]
+            t_best = min(t_best, (time.perf_counter() - t0) / len(use))
+        for (a, b), f in zip(use, flows):
+            w = cv2.remap(b, gx + f[..., 0], gy + f[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            m = cv2.absdiff(a, b) > 18
+            if m.any():
+                warp.append(float(np.abs(w.astype(np.float32) - a)[m].mean()))
+        rows.append({
+            "method": method + (f"-{dp}" if dp else ""),
+            "epe_small_patch": float(np.mean(eps)),
+            "epe_large_patch": float(np.mean(epl)),
+            "epe_max": float(max(eps + epl)),
+            "warp_error": float(np.mean(warp)),
+            "pairs": len(use),
+            "ms_per_pair": 1000 * t_best,
+        })
+    zero = [float(np.mean(np.abs(b.astype(np.float32) - a)[cv2.absdiff(a, b) > 18])) for a, b in pairs]
+    rows.append({"method": "(zero flow)", "epe_small_patch": float(np.mean([np.hypot(c[3], c[4]) for c in cases])),
+                 "epe_large_patch": float("nan"), "epe_max": float("nan"), "warp_error": float(np.mean(zero)),
+                 "pairs": len(pairs), "ms_per_pair": 0.0})
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("root", nargs="?", default=str(DEFAULT_ROOT), help="dataset root (default: ../shared/data/ped2)")
+    ap.add_argument("--preset", default="ped2")
+    ap.add_argument("--threads", type=int, default=1, help="OpenCV threads (default 1)")
+    ap.add_argument("--splits", default="training,testing")
+    ap.add_argument("--max-clips", type=int, default=None)
+    ap.add_argument("--fit-perspective", action="store_true")
+    ap.add_argument("--flow-table", action="store_true")
+    ap.add_argument("--no-tvl1", action="store_true", help="skip TV-L1 in --flow-table (about 1 s per pair)")
+    ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = ap.parse_args(argv)
+
+    import cv2
+
+    from amsrc.config import get_preset
+    from amsrc.data.layouts import load_dataset
+
+    cv2.setNumThreads(args.threads)
+    preset = get_preset(args.preset)
+    preset.prepare.flow.threads = args.threads
+    index = load_dataset(Path(args.root))
+    result: dict = {"root": args.root, "preset": args.preset, "threads": args.threads}
+
+    if args.flow_table:
+        rows = flow_table(index, tvl1=not args.no_tvl1)
+        result["flow_table"] = rows
+        print(f"{'flow':16s} {'EPE small':>9s} {'EPE large':>9s} {'EPE max':>8s} {'warp err':>8s} {'ms/pair':>8s}")
+        for r in rows:
+            print(f"{r['method']:16s} {r['epe_small_patch']:9.3f} {r['epe_large_patch']:9.3f} {r['epe_max']:8.2f} "
+                  f"{r['warp_error']:8.2f} {r['ms_per_pair']:8.2f}")
+    elif args.fit_perspective:
+        r = fit_perspective(index, preset)
+        result["perspective"] = r
+        print(f"isolated upright training boxes: {r['boxes_used']}")
+        print(f"median height by bottom row: {r['median_height_by_row']}")
+        print(f"fit: height = {r['slope']:.3f} * (row - {r['horizon_row']:.1f})   "
+              f"-> split_slope={r['slope']:.3f}, split_horizon={r['horizon_frac']:.3f}")
+    else:
+        t0 = time.perf_counter()
+        res = run_boxes(index, preset, [s for s in args.splits.split(",") if index.clips(s)], args.max_clips)
+        result["boxes"] = res
+        b = preset.prepare.boxes
+        print(f"preset {args.preset}: flow {preset.prepare.flow.method}/{preset.prepare.flow.dis_preset}, boxes "
+              f"{b.method} thr {b.threshold} close {b.close_w}x{b.close_h} min_area {b.min_area} margin {b.margin} "
+              f"split {'off' if b.split_horizon is None else f'horizon {b.split_horizon} slope {b.split_slope}'}")
+        for split, r in res.items():
+            line = (f"{split:9s} boxes/frame {r['boxes_per_frame']:.2f}  area median {r['area_median']:.0f} "
+                    f"p90 {r['area_p90']:.0f} p99 {r['area_p99']:.0f} max {r['area_max']}  (>5000 px: "
+                    f"{r['boxes_over_5000px']})  ms/frame flow {r['ms_flow']:.2f} boxes {r['ms_boxes']:.2f}")
+            print(line)
+            if "objects" in r:
+                print(f"{'':9s} recall {r['recall_objects_t>=1']:.4f} of objects in frames t>=1 "
+                      f"({r['objects'] - r['objects_frame0']}), {r['recall_objects_all']:.4f} of all {r['objects']} "
+                      f"({r['objects_frame0']} in frame 0, no boxes there); anomalous frames with all objects "
+                      f"found {r['anomalous_frames_all_found']:.4f}")
+        print(f"wall {time.perf_counter() - t0:.1f} s")
+    if args.json:
+        from amsrc.utils import write_json_atomic
+
+        write_json_atomic(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Motion-based foreground boxes: which parts of frame t hold moving objects.
+
+``make_box_detector(cfg)`` returns a :class:`BoxDetector`; ``detector(prev_gray, cur_gray, flow)``
+gives the (K, 4) int32 boxes x0, y0, x1, y1 (exclusive ends, margin included, clipped to the
+frame) of frame t. It is causal: it sees only frames <= t (MOG2 keeps a background model across
+calls; ``reset()`` starts a new clip).
+
+Steps:
+  1. motion mask: ``diff`` |I_t - I_t-1| > threshold (default), ``mog2`` background subtraction
+     (keeps an object that stopped for a while), ``flow`` |flow| > flow_threshold, or a union of
+     them written with '+' ("diff+mog2");
+  2. closing with a small, tall kernel (close_w x close_h): joins the fragments of one object (a
+     walker's frame difference is a broken outline: head, torso and legs stacked vertically)
+     without bridging side-by-side neighbours as an isotropic kernel would;
+  3. connected components -> blobs;
+  4. size cap (optional): a blob larger than an object can be at its image row is cut, XY-cut
+     style, at the lowest valley of its row or column projection until every piece fits. The
+     object size follows a ground-plane perspective: a typical object standing with its feet on
+     image row y is ``split_slope * (y - split_horizon * H)`` pixels tall (at least
+     ``split_min_height``). This stops a crowd that touches in the image from becoming one
+     giant box (which would later look like one large abnormal object);
+  5. filters: min area, max area (fraction of the frame), max aspect; overlap merge (IoU);
+     margin; clip to the frame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from amsrc.config import BoxConfig
+from amsrc.errors import ConfigError, DataError
+
+BOX_METHODS = ("diff", "mog2", "flow")
+
+
+def _check_cfg(cfg: BoxConfig) -> None:
+    parts = cfg.method.split("+")
+    if not parts or any(m not in BOX_METHODS for m in parts) or len(set(parts)) != len(parts):
+        raise ConfigError(
+            f"unknown box method {cfg.method!r}; choose one of {', '.join(BOX_METHODS)} or a '+' union "
+            "of them (e.g. 'diff+mog2')"
+        )
+    if cfg.close_w < 1 or cfg.close_h < 1:
+        raise ConfigError(f"box closing kernel must be at least 1x1, got {cfg.close_w}x{cfg.close_h}")
+    if "mog2" in parts and cfg.mog2_history < 1:
+        raise ConfigError(f"mog2_history must be >= 1, got {cfg.mog2_history}")
+    if cfg.margin < 0 or cfg.min_area < 0:
+        raise ConfigError("box margin and min_area must be >= 0")
+    if not 0.0 < cfg.max_area_frac <= 1.0:
+        raise ConfigError(f"max_area_frac must be in (0, 1], got {cfg.max_area_frac}")
+    if cfg.max_aspect < 1.0:
+        raise ConfigError(f"max_aspect must be >= 1, got {cfg.max_aspect}")
+    if cfg.split_horizon is not None:
+        if cfg.split_slope < 0 or cfg.split_min_height <= 0 or cfg.split_max_h <= 0 or cfg.split_max_w <= 0:
+            raise ConfigError("split_slope must be >= 0 and split_min_height, split_max_h, split_max_w > 0")
+
+
+def _xy_cut(piece: np.ndarray, x0: int, y0: int, cap, out: list, depth: int = 0) -> None:
+    """Cut a binary piece (offset x0, y0) at projection valleys until each part fits ``cap``.
+
+    ``cap(y_bottom) -> (max_h, max_w)``. Appends tight (x0, y0, x1, y1) boxes of the parts to ``out``.
+    A cut never leaves a part narrower than a quarter of the piece (no slivers).
+    """
+    rows = np.flatnonzero(piece.any(axis=1))
+    if rows.size == 0:
+        return
+    cols = np.flatnonzero(piece.any(axis=0))
+    piece = piece[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    x0 += int(cols[0])
+    y0 += int(rows[0])
+    h, w = piece.shape
+    max_h, max_w = cap(y0 + h)
+    over_h, over_w = h / max_h, w / max_w
+    if (over_h <= 1.0 and over_w <= 1.0) or depth >= 16:
+        out.append((x0, y0, x0 + w, y0 + h))
+        return
+    cut_cols = over_w >= over_h
+    prof = piece.sum(axis=0 if cut_cols else 1).astype(np.float32)
+    n = prof.size
+    lo, hi = max(1, int(round(0.25 * n))), min(n - 1, int(round(0.75 * n)))
+    if hi <= lo:
+        out.append((x0, y0, x0 + w, y0 + h))
+        return
+    prof = np.convolve(prof, np.ones(3, np.float32) / 3.0, mode="same")
+    idx = np.arange(lo, hi)
+    # lowest valley; among equal valleys the one nearest the middle
+    c = int(idx[np.lexsort((np.abs(idx - n / 2.0), prof[lo:hi]))[0]])
+    if cut_cols:
+        _xy_cut(piece[:, :c], x0, y0, cap, out, depth + 1)
+        _xy_cut(piece[:, c:], x0 + c, y0, cap, out, depth + 1)
+    else:
+        _xy_cut(piece[:c], x0, y0, cap, out, depth + 1)
+        _xy_cut(piece[c:], x0, y0 + c, cap, out, depth + 1)
+
+
+def merge_overlapping(boxes: np.ndarray, iou: float) -> np.ndarray:
+    """Replace every group of boxes that overlap with IoU > ``iou`` by their union (until none does)."""
+    b = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    if len(b) < 2 or iou >= 1.0:
+        return b
+    changed = True
+    while changed and len(b) > 1:
+        changed = False
+        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        ix = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
+        iy = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
+        inter = ix * iy
+        ious = inter / np.maximum(area[:, None] + area[None, :] - inter, 1)
+        np.fill_diagonal(ious, 0.0)
+        i, j = np.unravel_index(int(np.argmax(ious)), ious.shape)
+        if ious[i, j] > iou:
+            u = np.array([min(b[i, 0], b[j, 0]), min(b[i, 1], b[j, 1]), max(b[i, 2], b[j, 2]), max(b[i, 3], b[j, 3])])
+            keep = np.ones(len(b), bool)
+            keep[[i, j]] = False
+            b = np.vstack([b[keep], u[None]])
+            changed = True
+    return b
+
+
+class BoxDetector:
+    """Callable ``(prev_gray, cur_gray, flow) -> (K, 4) int32`` boxes of frame t; ``reset()`` per clip."""
+
+    def __init__(self, cfg: BoxConfig):
+        _check_cfg(cfg)
+        self.cfg = cfg
+        self._methods = tuple(cfg.method.split("+"))
+        self._mog2 = None
+        self._kernel = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new clip or stream: forget the background model."""
+        self._mog2 = None
+
+    # -- step 1: motion mask -------------------------------------------------------------------
+    def _motion_mask(self, prev_gray: np.ndarray, cur_gray: np.ndarray, flow: np.ndarray | None) -> np.ndarray:
+        """(H, W) uint8 {0, 1}: the union of the masks of the methods in ``cfg.method``."""
+        mask = None
+        for method in self._methods:
+            m = getattr(self, f"_mask_{method}")(prev_gray, cur_gray, flow)
+            mask = m if mask is None else np.maximum(mask, m)
+        return mask
+
+    def _mask_diff(self, prev_gray, cur_gray, flow):
+        import cv2
+
+        return (cv2.absdiff(prev_gray, cur_gray) > self.cfg.threshold).astype(np.uint8)
+
+    def _mask_mog2(self, prev_gray, cur_gray, flow):
+        import cv2
+
+        cfg = self.cfg
+        if self._mog2 is None:
+            self._mog2 = cv2.createBackgroundSubtractorMOG2(
+                history=int(cfg.mog2_history), varThreshold=float(cfg.mog2_var_threshold), detectShadows=False
+            )
+            self._mog2.apply(prev_gray, learningRate=1.0)  # the first call of a clip: background = frame t-1
+        # A fixed learning rate 1/history (OpenCV's automatic rate is 1/t early in a clip, which
+        # absorbs a stopped object within a few frames): a still object fades into the background
+        # after about 0.1 * history frames.
+        return (self._mog2.apply(cur_gray, learningRate=1.0 / cfg.mog2_history) > 0).astype(np.uint8)
+
+    def _mask_flow(self, prev_gray, cur_gray, flow):
+        if flow is None or flow.shape != prev_gray.shape + (2,):
+            got = None if flow is None else flow.shape
+            raise DataError(None, f"box method 'flow' needs an (H, W, 2) flow of the frame's size, got {got}")
+        mag2 = flow[..., 0].astype(np.float32) ** 2 + flow[..., 1].astype(np.float32) ** 2
+        return (mag2 > float(self.cfg.flow_threshold) ** 2).astype(np.uint8)
+
+    def _cap(self, frame_h: int):
+        cfg = self.cfg
+        horizon = cfg.split_horizon * frame_h
+
+        def cap(y_bottom: float) -> tuple[float, float]:
+            typical = max(cfg.split_slope * (y_bottom - horizon), cfg.split_min_height)
+            return cfg.split_max_h * typical, cfg.split_max_w * typical
+
+        return cap
+
+    def __call__(self, prev_gray: np.ndarray, cur_gray: np.ndarray, flow: np.ndarray | None = None) -> np.ndarray:
+        import cv2
+
+        for name, img in (("prev_gray", prev_gray), ("cur_gray", cur_gray)):
+            if not isinstance(img, np.ndarray) or img.ndim != 2 or img.dtype != np.uint8:
+                got = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
+                raise DataError(None, f"boxes: {name} must be an (H, W) uint8 grey frame, got {got}")
+        if prev_gray.shape != cur_gray.shape:
+            raise DataError(None, f"boxes: frames differ in size {prev_gray.shape} vs {cur_gray.shape}")
+        cfg = self.cfg
+        H, W = cur_gray.shape
+        mask = self._motion_mask(prev_gray, cur_gray, flow)
+        if self._kernel is None:
+            self._kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (int(cfg.close_w), int(cfg.close_h)))
+        if cfg.close_w > 1 or cfg.close_h > 1:
+            mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._kernel)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        raw: list[tuple[int, int, int, int]] = []
+        cap = self._cap(H) if cfg.split_horizon is not None else None
+        for i in range(1, n):
+            x, y, w, h, _ = (int(v) for v in stats[i])
+            if w * h < cfg.min_area:
+                continue  # too small to hold an object even before any cut
+            if cap is not None:
+                max_h, max_w = cap(y + h)
+                if h > max_h or w > max_w:
+                    piece = (labels[y : y + h, x : x + w] == i).astype(np.uint8)
+                    _xy_cut(piece, x, y, cap, raw)
+                    continue
+            raw.append((x, y, x + w, y + h))
+        boxes = []
+        max_area = cfg.max_area_frac * H * W
+        for x0, y0, x1, y1 in raw:
+            w, h = x1 - x0, y1 - y0
+            if w * h < cfg.min_area or w * h > max_area or max(w, h) > cfg.max_aspect * min(w, h):
+                continue
+            boxes.append((x0, y0, x1, y1))
+        b = merge_overlapping(np.asarray(boxes, np.int64).reshape(-1, 4), cfg.nms_iou)
+        m = int(cfg.margin)
+        b = b + np.array([-m, -m, m, m])
+        b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, W)
+        b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, H)
+        # a stable order: top to bottom, left to right
+        b = b[np.lexsort((b[:, 0], b[:, 1]))]
+        return np.ascontiguousarray(b, dtype=np.int32).reshape(-1, 4)
+
+
+def make_box_detector(cfg: BoxConfig) -> BoxDetector:
+    """The motion box detector ``cfg`` describes (ConfigError on a bad setting)."""
+    return BoxDetector(cfg)

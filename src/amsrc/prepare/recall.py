@@ -1,0 +1,51 @@
+"""Box recall against pixel masks: does any box cover each anomalous object?
+
+An anomalous object is a connected component (8-connected) of a frame's ground-truth mask with at
+least ``min_px`` pixels. It counts as found when its bounding box is at least ``min_cover`` covered
+by the union of the frame's boxes (a box that misses an object can never flag it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def anomalous_objects(mask: np.ndarray, min_px: int = 20) -> np.ndarray:
+    """(M, 4) int32 bounding boxes x0, y0, x1, y1 (x1, y1 exclusive) of the mask's components >= min_px."""
+    import cv2
+
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"a mask must be (H, W), got shape {mask.shape}")
+    fg = (mask != 0).astype(np.uint8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    out = []
+    for i in range(1, n):  # 0 is the background
+        x, y, w, h, area = stats[i]
+        if area >= min_px:
+            out.append((x, y, x + w, y + h))
+    return np.asarray(out, dtype=np.int32).reshape(-1, 4)
+
+
+def boxes_union(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool raster of the union of (K, 4) boxes x0, y0, x1, y1 (clipped to the frame)."""
+    h, w = shape
+    cover = np.zeros((h, w), dtype=bool)
+    for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.int64).reshape(-1, 4):
+        cover[max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)] = True
+    return cover
+
+
+def box_recall_frame(
+    mask: np.ndarray, boxes: np.ndarray, min_px: int = 20, min_cover: float = 0.5
+) -> tuple[int, int]:
+    """(objects found, objects) of one frame: found when >= min_cover of the object's bbox is boxed."""
+    objects = anomalous_objects(mask, min_px)
+    if len(objects) == 0:
+        return 0, 0
+    cover = boxes_union(boxes, np.asarray(mask).shape[:2])
+    found = 0
+    for x0, y0, x1, y1 in objects:
+        if cover[y0:y1, x0:x1].mean() >= min_cover:
+            found += 1
+    return found, len(objects)
