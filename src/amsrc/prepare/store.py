@@ -1,0 +1,478 @@
+"""The on-disk cube store: one shard (folder of .npy files) per clip plus a manifest.
+
+Layout::
+
+    STORE/manifest.json
+    STORE/<split>/<clip>/appearance.npy   (N, 5, S, S, C) uint8
+    STORE/<split>/<clip>/flow.npy         (N, 4, S, S, 2) float16, image pixels
+    STORE/<split>/<clip>/boxes.npy        (N, 4) int32 x0, y0, x1, y1
+    STORE/<split>/<clip>/frames.npy       (N,) int32 frame index of each cube
+    STORE/<split>/<clip>/offsets.npy      (n_frames + 1,) int64: cubes of frame t are [offsets[t], offsets[t+1])
+    STORE/<split>/<clip>/labels.npy       (n_frames,) uint8, only when the clip has frame labels
+    STORE/<split>/<clip>/done.json        written last: key, sizes, checksums, shapes, build stats
+
+Writing. A clip is built in a hidden temporary folder beside its final place (arrays are streamed to
+disk frame by frame, so a long video never sits in memory); ``done.json`` is written last, then the
+folder is renamed into place. A killed run therefore never leaves a clip that looks complete; its
+temporary folder is removed by the next run that builds that clip.
+
+Keys. ``settings_hash`` hashes the PrepareConfig (minus thread counts, which do not change the
+output) and the cube format version; ``source_hash`` hashes, per clip, the source path, the frame
+count, every source file's name, size and mtime, and the frame labels. A clip's key hashes both;
+a clip is reused only when its key matches, so a changed setting or a changed source file always
+rebuilds it.
+
+Checksums. Every .npy records its byte size and the CRC-32 (zlib) of its data bytes (everything
+after the .npy header). ``CubeStore.open`` checks that every shard is complete and that every file
+has its recorded size (cheap: ``stat``); ``CubeStore.load`` also checks the shapes/dtypes in the
+headers and, by default, the CRC-32 of the clip's files (about 3 GB/s); ``amsrc prepare`` checks the
+full CRC-32 of every clip it reuses, so a truncated or corrupted shard is rebuilt, never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import time
+import uuid
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amsrc.errors import DataError
+from amsrc.prepare.cubes import CUBE_FORMAT, T_APPEARANCE, T_FLOW, FrameObjects
+from amsrc.utils import write_json_atomic
+
+STORE_FORMAT = 1  # bump when the on-disk layout changes
+MANIFEST = "manifest.json"
+DONE = "done.json"
+ARRAYS = ("appearance", "flow", "boxes", "frames", "offsets")  # + "labels" when known
+_HEADER_BYTES = 128  # fixed .npy header size of the streamed files (npy format 1.0)
+_CHUNK = 1 << 24  # bytes read at a time when checksumming
+
+
+# ---------------------------------------------------------------- hashing
+def _strip_threads(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _strip_threads(v) for k, v in d.items() if k != "threads"}
+    return d
+
+
+def settings_hash(settings: dict) -> str:
+    """Hash of the preprocessing settings that change the cubes (thread counts excluded)."""
+    blob = json.dumps(
+        {"settings": _strip_threads(settings), "cube_format": CUBE_FORMAT, "store_format": STORE_FORMAT},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def source_hash(clip) -> str:
+    """Cheap fingerprint of a clip's source: path, frame count, file names/sizes/mtimes, labels."""
+    h = hashlib.sha256()
+    h.update(f"{Path(clip.source).resolve()}\n{clip.n_frames}\n".encode())
+    files = clip.frame_files if clip.frame_files is not None else (clip.source,)
+    for f in files:
+        try:
+            st = os.stat(f)
+        except OSError:
+            raise DataError(f, "source file of the clip is missing") from None
+        h.update(f"{Path(f).name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    if clip.labels is not None:
+        h.update(b"labels")
+        h.update(np.ascontiguousarray(clip.labels, dtype=np.uint8).tobytes())
+    return h.hexdigest()
+
+
+def clip_key(settings_h: str, source_h: str) -> str:
+    return hashlib.sha256(f"{settings_h}:{source_h}".encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- streamed .npy files
+class _NpyStream:
+    """Append rows to an .npy file of yet unknown length; the header is written on close."""
+
+    def __init__(self, path: Path, dtype: str, item_shape: tuple[int, ...]):
+        self.path = path
+        self.dtype = np.dtype(dtype)
+        self.item_shape = tuple(item_shape)
+        self.n = 0
+        self.crc = 0
+        self._f = open(path, "wb")
+        self._f.write(b"\0" * _HEADER_BYTES)
+
+    def append(self, arr: np.ndarray) -> None:
+        arr = np.ascontiguousarray(arr, dtype=self.dtype)
+        if arr.shape[1:] != self.item_shape:
+            raise ValueError(f"{self.path.name}: rows of shape {arr.shape[1:]}, expected {self.item_shape}")
+        if arr.shape[0] == 0:
+            return
+        mv = memoryview(arr).cast("B")
+        self.crc = zlib.crc32(mv, self.crc)
+        self._f.write(mv)
+        self.n += arr.shape[0]
+
+    def close(self) -> dict:
+        shape = (self.n, *self.item_shape)
+        d = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (self.dtype.str, shape)
+        pad = _HEADER_BYTES - 10 - len(d) - 1
+        if pad < 0:
+            raise ValueError(f"{self.path.name}: shape {shape} too long for the fixed .npy header")
+        header = b"\x93NUMPY\x01\x00" + struct.pack("<H", _HEADER_BYTES - 10) + (d + " " * pad + "\n").encode("latin1")
+        self._f.seek(0)
+        self._f.write(header)
+        self._f.close()
+        return {
+            "shape": list(shape),
+            "dtype": self.dtype.str,
+            "bytes": _HEADER_BYTES + self.n * int(np.prod(self.item_shape, dtype=np.int64)) * self.dtype.itemsize,
+            "crc32": self.crc,
+        }
+
+    def discard(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], str, int]:
+    """(shape, dtype str, data offset) of an .npy file; DataError if the header is unreadable."""
+    try:
+        with open(path, "rb") as f:
+            major, _minor = np.lib.format.read_magic(f)
+            if major == 1:
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            offset = f.tell()
+    except Exception as exc:
+        raise DataError(path, f"corrupted .npy header ({exc}); re-run `amsrc prepare` to rebuild this clip") from None
+    if fortran or dtype.hasobject:
+        raise DataError(path, "unexpected .npy layout (Fortran order or object dtype); re-run `amsrc prepare`")
+    return tuple(shape), dtype.str, offset
+
+
+def _crc_data(path: Path, offset: int) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while True:
+            b = f.read(_CHUNK)
+            if not b:
+                break
+            crc = zlib.crc32(b, crc)
+    return crc
+
+
+def check_files(folder: Path, files: dict, full: bool) -> str | None:
+    """Why the shard in ``folder`` does not match its recorded files, or None when it does.
+
+    Always checks presence and byte sizes; ``full`` also checks headers and CRC-32 of the data.
+    """
+    for name, info in files.items():
+        path = folder / name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return f"{path}: missing"
+        if size != info["bytes"]:
+            return f"{path}: truncated or altered ({size} bytes, expected {info['bytes']})"
+        if full:
+            try:
+                shape, dtype, offset = _npy_header(path)
+            except DataError as exc:
+                return str(exc)
+            if list(shape) != list(info["shape"]) or dtype != info["dtype"]:
+                return f"{path}: header says {dtype} {shape}, expected {info['dtype']} {tuple(info['shape'])}"
+            if _crc_data(path, offset) != info["crc32"]:
+                return f"{path}: corrupted (CRC-32 mismatch)"
+    return None
+
+
+# ---------------------------------------------------------------- writing a clip
+def _check_name(name: str) -> None:
+    if not name or name.startswith(".") or "/" in name or "\\" in name or name in ("..",):
+        raise DataError(None, f"clip or split name {name!r} cannot be a store folder name")
+
+
+def clip_dir(root: Path, split: str, name: str) -> Path:
+    _check_name(split)
+    _check_name(name)
+    return Path(root) / split / name
+
+
+class ClipWriter:
+    """Streams the FrameObjects of one clip (t = 0, 1, ...) into a temporary shard; ``commit`` publishes it."""
+
+    def __init__(self, root: Path, split: str, name: str, cube_size: int, channels: int):
+        self.final = clip_dir(root, split, name)
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.final.parent / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.tmp.mkdir()
+        s, c = cube_size, channels
+        self._streams = {
+            "appearance": _NpyStream(self.tmp / "appearance.npy", "|u1", (T_APPEARANCE, s, s, c)),
+            "flow": _NpyStream(self.tmp / "flow.npy", "<f2", (T_FLOW, s, s, 2)),
+            "boxes": _NpyStream(self.tmp / "boxes.npy", "<i4", (4,)),
+            "frames": _NpyStream(self.tmp / "frames.npy", "<i4", ()),
+            "offsets": _NpyStream(self.tmp / "offsets.npy", "<i8", ()),
+        }
+        self._streams["offsets"].append(np.zeros(1, np.int64))
+        self.n_frames = 0
+        self.n_cubes = 0
+
+    def add(self, obj: FrameObjects) -> None:
+        """The objects of the next frame (``obj.t`` must be the number of frames added so far)."""
+        if obj.t != self.n_frames:
+            raise ValueError(f"frames must be added in order: got t={obj.t}, expected {self.n_frames}")
+        k = len(obj.boxes)
+        if k:
+            self._streams["appearance"].append(obj.appearance)
+            self._streams["flow"].append(obj.flow)
+            self._streams["boxes"].append(obj.boxes)
+            self._streams["frames"].append(np.full(k, obj.t, np.int32))
+        self.n_cubes += k
+        self.n_frames += 1
+        self._streams["offsets"].append(np.array([self.n_cubes], np.int64))
+
+    def commit(self, info: dict, labels: np.ndarray | None = None) -> dict:
+        """Close the files, write done.json (``info`` + files) last, rename the shard into place."""
+        files = {f"{k}.npy": s.close() for k, s in self._streams.items()}
+        if labels is not None:
+            labels = np.ascontiguousarray(labels, dtype=np.uint8)
+            if labels.shape != (self.n_frames,):
+                raise DataError(self.final, f"labels have shape {labels.shape}, expected ({self.n_frames},)")
+            ls = _NpyStream(self.tmp / "labels.npy", "|u1", ())
+            ls.append(labels)
+            files["labels.npy"] = ls.close()
+        done = {
+            **info,
+            "store_format": STORE_FORMAT,
+            "n_frames": self.n_frames,
+            "n_cubes": self.n_cubes,
+            "files": files,
+        }
+        write_json_atomic(self.tmp / DONE, done)
+        old = None
+        if self.final.exists():
+            old = self.final.parent / f".{self.final.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            os.replace(self.final, old)
+        os.replace(self.tmp, self.final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return done
+
+    def abort(self) -> None:
+        for s in self._streams.values():
+            s.discard()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def remove_stale_temps(root: Path, split: str, name: str) -> None:
+    """Remove temporary folders a killed run left for this clip (only call for clips this run builds)."""
+    parent = Path(root) / split
+    if parent.is_dir():
+        for p in parent.glob(f".{name}.tmp-*"):
+            shutil.rmtree(p, ignore_errors=True)
+        for p in parent.glob(f".{name}.old-*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def read_done(root: Path, split: str, name: str) -> dict | None:
+    """The done.json of a clip, or None when the clip was never completed (or it is unreadable)."""
+    path = clip_dir(root, split, name) / DONE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def reuse_problem(root: Path, split: str, name: str, settings_h: str, source_h: str, full: bool = True) -> str | None:
+    """Why a stored clip cannot be reused (a short reason), or None when it can."""
+    done = read_done(root, split, name)
+    if done is None:
+        return "not built"
+    if done.get("store_format") != STORE_FORMAT:
+        return "older store format"
+    if done.get("settings_hash") != settings_h:
+        return "settings changed"
+    if done.get("source_hash") != source_h:
+        return "source changed"
+    problem = check_files(clip_dir(root, split, name), done.get("files", {}), full=full)
+    if problem is not None:
+        return problem
+    return None
+
+
+def write_manifest(
+    root: Path,
+    settings: dict,
+    preset: str,
+    clip_order: list[tuple[str, str, str]],
+) -> dict:
+    """Write STORE/manifest.json from the done.json of every clip.
+
+    clip_order: (split, name, key) of every clip of the dataset, in dataset order; a clip counts as
+    done when its done.json carries that key. ``complete`` is True when all are done.
+    """
+    splits: dict[str, list[str]] = {}
+    clips: dict[str, dict] = {}
+    missing = []
+    for split, name, key in clip_order:
+        splits.setdefault(split, []).append(name)
+        done = read_done(root, split, name)
+        if done is None or done.get("key") != key:
+            missing.append(f"{split}/{name}")
+            continue
+        clips[f"{split}/{name}"] = {k: done[k] for k in ("key", "source", "n_frames", "n_cubes", "files")}
+    sh = settings_hash(settings)
+    store_key = hashlib.sha256((sh + "".join(k for _, _, k in clip_order)).encode()).hexdigest()
+    manifest = {
+        "store_format": STORE_FORMAT,
+        "preset": preset,
+        "settings": settings,
+        "settings_hash": sh,
+        "key": store_key,
+        "complete": not missing,
+        "missing": missing,
+        "splits": splits,
+        "clips": clips,
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    write_json_atomic(Path(root) / MANIFEST, manifest)
+    return manifest
+
+
+# ---------------------------------------------------------------- reading
+@dataclass
+class ClipCubes:
+    """The cubes of one clip, memory-mapped."""
+
+    split: str
+    name: str
+    n_frames: int
+    source: str  # frame folder or video path of the clip
+    appearance: np.ndarray  # (N, 5, S, S, C) uint8, memory-mapped
+    flow: np.ndarray  # (N, 4, S, S, 2) float16, memory-mapped, vectors in image pixels
+    boxes: np.ndarray  # (N, 4) int32 x0, y0, x1, y1
+    frames: np.ndarray  # (N,) int32 frame index t of each cube, non-decreasing
+    offsets: np.ndarray  # (n_frames + 1,) int64: cubes of frame t are [offsets[t], offsets[t+1])
+    labels: np.ndarray | None  # (n_frames,) uint8 frame labels, None if unknown
+
+    @property
+    def n_cubes(self) -> int:
+        return int(self.frames.shape[0])
+
+
+class CubeStore:
+    """A finished cube store (see the module docstring for the layout)."""
+
+    def __init__(self, root: Path, manifest: dict):
+        self.root = Path(root)
+        self.manifest = manifest
+        self.settings: dict = manifest["settings"]  # the PrepareConfig as a dict
+        self.key: str = manifest["key"]  # hash of the settings and of every clip's source
+        self.preset: str = manifest.get("preset", "")
+
+    @classmethod
+    def open(cls, root: str | Path) -> "CubeStore":
+        """Open a store; DataError if it is missing, incomplete, or a shard is missing/truncated."""
+        root = Path(root)
+        path = root / MANIFEST
+        if not path.is_file():
+            raise DataError(path, "no cube store here (manifest.json missing); run `amsrc prepare` first")
+        try:
+            manifest = json.loads(path.read_text())
+        except ValueError as exc:
+            raise DataError(path, f"unreadable manifest ({exc}); re-run `amsrc prepare`") from None
+        if manifest.get("store_format") != STORE_FORMAT:
+            raise DataError(path, f"store format {manifest.get('store_format')}, expected {STORE_FORMAT}; re-run `amsrc prepare`")
+        if not manifest.get("complete"):
+            missing = manifest.get("missing", [])
+            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise DataError(
+                path,
+                f"store incomplete: {len(missing)} clip(s) not prepared ({shown}); run `amsrc prepare` "
+                "(without --shard) to finish it",
+            )
+        store = cls(root, manifest)
+        for split in store.splits():
+            for name in store.clips(split):
+                store._check_clip(split, name, full=False)
+        return store
+
+    def splits(self) -> list[str]:
+        return list(self.manifest["splits"])
+
+    def clips(self, split: str) -> list[str]:
+        """Clip names of ``split`` in dataset order."""
+        return list(self.manifest["splits"].get(split, []))
+
+    def _entry(self, split: str, name: str) -> dict:
+        entry = self.manifest["clips"].get(f"{split}/{name}")
+        if entry is None:
+            raise DataError(self.root / MANIFEST, f"no clip {split}/{name} in this store")
+        return entry
+
+    def _check_clip(self, split: str, name: str, full: bool) -> None:
+        entry = self._entry(split, name)
+        folder = clip_dir(self.root, split, name)
+        done = read_done(self.root, split, name)
+        if done is None or done.get("key") != entry["key"]:
+            raise DataError(
+                folder,
+                "shard missing or rebuilt with other settings since the manifest was written; "
+                "re-run `amsrc prepare`",
+            )
+        problem = check_files(folder, entry["files"], full=full)
+        if problem is not None:
+            raise DataError(folder, f"{problem}; re-run `amsrc prepare` to rebuild this clip")
+
+    def verify(self) -> None:
+        """Full check (headers and CRC-32) of every shard; DataError on the first problem."""
+        for split in self.splits():
+            for name in self.clips(split):
+                self._check_clip(split, name, full=True)
+
+    def load(self, split: str, name: str, verify: bool = True) -> ClipCubes:
+        """The cubes of one clip, memory-mapped. ``verify`` checks the CRC-32 of its files first."""
+        self._check_clip(split, name, full=verify)
+        entry = self._entry(split, name)
+        folder = clip_dir(self.root, split, name)
+        arrays: dict[str, np.ndarray | None] = {}
+        for key in (*ARRAYS, "labels"):
+            fname = f"{key}.npy"
+            if fname not in entry["files"]:
+                arrays[key] = None
+                continue
+            info = entry["files"][fname]
+            try:
+                arr = np.load(folder / fname, mmap_mode="r", allow_pickle=False)
+            except Exception as exc:
+                raise DataError(folder / fname, f"unreadable ({exc}); re-run `amsrc prepare`") from None
+            if list(arr.shape) != list(info["shape"]) or arr.dtype.str != info["dtype"]:
+                raise DataError(folder / fname, f"has {arr.dtype} {arr.shape}, expected {info['dtype']} {tuple(info['shape'])}")
+            arrays[key] = arr
+        n_frames = int(entry["n_frames"])
+        offsets = np.asarray(arrays["offsets"])
+        n = arrays["frames"].shape[0]
+        if offsets.shape != (n_frames + 1,) or offsets[0] != 0 or offsets[-1] != n:
+            raise DataError(folder / "offsets.npy", f"inconsistent with {n_frames} frames and {n} cubes")
+        return ClipCubes(
+            split=split,
+            name=name,
+            n_frames=n_frames,
+            source=entry["source"],
+            appearance=arrays["appearance"],
+            flow=arrays["flow"],
+            boxes=np.asarray(arrays["boxes"]),
+            frames=np.asarray(arrays["frames"]),
+            offsets=offsets,
+            labels=None if arrays["labels"] is None else np.asarray(arrays["labels"]),
+        )
