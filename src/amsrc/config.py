@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from amsrc.errors import ConfigError
 
@@ -16,20 +16,31 @@ from amsrc.errors import ConfigError
 @dataclass
 class FlowConfig:
     method: str = "dis"  # "dis" (default), "farneback", "tvl1", "raft" (needs a local weights file)
-    dis_preset: str = "medium"  # DIS preset: "ultrafast", "fast" or "medium"
+    dis_preset: str = "fine"  # DIS: OpenCV's "ultrafast", "fast", "medium", or "fine" (ultrafast at finest scale 1)
     raft_weights: str | None = None  # path to local RAFT weights, only for method="raft"
+    threads: int = 1  # OpenCV threads per process (1: parallel workers each use one core; 0: OpenCV's default)
 
 
 @dataclass
 class BoxConfig:
-    method: str = "diff"  # motion boxes: "diff" (frame differencing) or "mog2" (background subtraction)
-    threshold: float = 18.0  # grey-level difference that counts as motion
-    min_area: int = 60  # smallest box kept, in pixels (after the margin)
+    # Defaults are the Ped2 choices (see _ped2 for the data behind each) with the size cap off.
+    method: str = "diff"  # motion mask: "diff" |I_t - I_t-1|, "mog2" (background), "flow" |flow|, or union "diff+mog2"
+    threshold: float = 18.0  # "diff": grey-level difference that counts as motion
+    mog2_history: int = 500  # "mog2": learning rate 1/history; a still object fades out after ~0.1*history frames
+    mog2_var_threshold: float = 16.0  # "mog2": squared Mahalanobis distance that counts as foreground
+    flow_threshold: float = 0.7  # "flow": flow magnitude (pixels/frame) that counts as motion
+    close_w: int = 3  # width of the closing kernel that joins one object's motion fragments
+    close_h: int = 9  # height of that kernel (tall: a walker's fragments are stacked vertically)
+    min_area: int = 60  # smallest box kept, in pixels (before the margin)
     max_area_frac: float = 0.25  # largest box kept, as a fraction of the frame area
     max_aspect: float = 6.0  # longest/shortest side above this is dropped (lines, flicker)
     margin: int = 4  # pixels added on each side of a box
-    morph: int = 3  # size of the morphological closing/opening kernel
     nms_iou: float = 0.6  # boxes overlapping more than this are merged
+    split_horizon: float | None = None  # horizon row / frame height of the ground-plane size model; None: no cutting
+    split_slope: float = 0.4  # typical object height (px) per image row below the horizon
+    split_min_height: float = 12.0  # floor of the typical object height, pixels
+    split_max_h: float = 1.5  # a blob taller than this many typical heights (at its bottom row) is cut
+    split_max_w: float = 1.0  # a blob wider than this many typical heights is cut
 
 
 @dataclass
@@ -42,9 +53,18 @@ class PrepareConfig:
 
 @dataclass
 class ModelConfig:
+    # Named width presets (channels of the four encoder stages); "paper" is the official network.
+    WIDTH_PRESETS: ClassVar[dict[str, tuple[int, int, int, int]]] = {
+        "paper": (64, 128, 256, 512),  # official AMSRC-Net widths
+        "medium": (32, 64, 128, 256),  # CPU default
+        "small": (16, 32, 64, 128),  # fast CPU runs (synthetic scenes)
+        "tiny": (8, 16, 32, 64),  # tests
+    }
+
     variant: str = "amsrc"  # "amsrc" (gated fusion), "nogate" (bottlenecks added), "baseline" (appearance only)
-    widths: tuple[int, ...] = (32, 64, 128, 256)  # channels of the four encoder stages
+    widths: tuple[int, ...] = (32, 64, 128, 256)  # channels of the four encoder stages (see WIDTH_PRESETS)
     flow_scale: float = 4.0  # flow vectors (image pixels) are divided by this before the network
+    channels_last: bool = True  # run the network in channels-last memory layout (faster on CPU; same maths)
 
 
 @dataclass
@@ -67,9 +87,9 @@ class ScoreConfig:
     w_f: float = 1.0  # weight of z(S_f), the appearance-motion inconsistency 1 - cos
     w_p: float = 0.0  # weight of z(S_p), the prediction error
     smoothing: str = "none"  # temporal smoothing of frame scores: "none", "median", "gaussian"
-    median_k: int = 9  # window of the median filter (odd)
-    gaussian_sigma: float = 3.0  # sigma of the Gaussian filter, in frames
-    causal: bool = False  # True: smoothing looks only backwards (live scoring)
+    median_k: int = 9  # window of the median filter (odd); centred, or the last k frames when causal
+    gaussian_sigma: float = 3.0  # sigma of the Gaussian filter, in frames (causal: half-Gaussian over past frames)
+    causal: bool = False  # True: smoothing looks only backwards (live scoring); applied per clip either way
 
 
 @dataclass
@@ -100,6 +120,15 @@ class Preset:
 
 def _synthetic() -> Preset:
     p = Preset(name="synthetic")
+    # Boxes: the scene's spec (amsrc.data.synth) has a loiterer who stands still 3-4 s (30-40
+    # frames); frame differencing loses a still object, so a MOG2 background model is added whose
+    # fixed rate 1/500 keeps it ~50 frames. Other box settings are Ped2's (same 2 grey-level noise).
+    p.prepare.boxes.method = "diff+mog2"
+    # Size model fitted on the training clips of write_scene(seed 0) (box_quality.py --fit-perspective):
+    # height = 0.126 * (row + 1.218 * H); the generator's own camera gives 0.092 * (row + 1.5 * H)
+    # for a 1.75 m walker (detected boxes add the motion smear and the MOG2 fill).
+    p.prepare.boxes.split_horizon = -1.218
+    p.prepare.boxes.split_slope = 0.126
     p.train.epochs = 8
     p.model.widths = (16, 32, 64, 128)
     return p
@@ -107,12 +136,31 @@ def _synthetic() -> Preset:
 
 def _ped2() -> Preset:
     p = Preset(name="ped2")
+    # Boxes (BoxConfig defaults are these Ped2 choices). Training frames informed each one:
+    # threshold 18: frame-difference noise on training frames has std ~2 grey levels (JPEG), so 18
+    #   is ~9 sigma; box counts and sizes on training change little from 10 to 22;
+    # close 3x9: a walker's difference outline breaks into head/torso/legs stacked vertically; on
+    #   training, 3x9 leaves ~4% of boxes shorter than half the typical height (fragments) where 5x5
+    #   leaves 8% and 1x1 33%, and a tall kernel does not bridge side-by-side walkers as 7x7+ do;
+    # min_area 60: about half the smallest training walker boxes (~8x16 px at the walkway's far end);
+    # split: median regression of isolated upright training box heights on their bottom row
+    #   (benchmarks/box_quality.py --fit-perspective): height = 0.40 * (row - 64.5), horizon
+    #   64.5 / 240 = 0.269; blobs over 1.5x that height (~95th percentile of height / typical for
+    #   those boxes) or 1.0x it in width (walkers are ~0.53x as wide as tall) are cut.
+    p.prepare.boxes.split_horizon = 0.269
+    p.prepare.boxes.split_slope = 0.40
     p.score.w_f, p.score.w_p = 1.0, 0.0  # official code scores Ped2 with S_f alone
     return p
 
 
 def _avenue() -> Preset:
     p = Preset(name="avenue")
+    # Boxes (no Avenue data here, so nothing measured): 640x360 frames, 1.5x Ped2's height, so the
+    # closing kernel, min area and margin scale with it; threshold as Ped2; no size cap until one
+    # is fitted on Avenue's training videos (benchmarks/box_quality.py ROOT --fit-perspective).
+    p.prepare.boxes.close_w, p.prepare.boxes.close_h = 5, 13
+    p.prepare.boxes.min_area = 135
+    p.prepare.boxes.margin = 6
     p.prepare.channels = 3
     p.score.w_f, p.score.w_p = 0.2, 0.8  # paper
     return p
@@ -120,6 +168,12 @@ def _avenue() -> Preset:
 
 def _shanghaitech() -> Preset:
     p = Preset(name="shanghaitech")
+    # Boxes (no ShanghaiTech data here, so nothing measured): 856x480 frames, 2x Ped2's height,
+    # so the closing kernel, min area and margin scale with it; threshold as Ped2; no size cap
+    # (13 cameras share the preset, so no single ground plane fits).
+    p.prepare.boxes.close_w, p.prepare.boxes.close_h = 5, 17
+    p.prepare.boxes.min_area = 240
+    p.prepare.boxes.margin = 8
     p.prepare.channels = 3
     p.score.w_f, p.score.w_p = 0.4, 0.6  # paper
     return p

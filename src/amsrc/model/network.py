@@ -1,0 +1,192 @@
+"""AMSRC-Net: appearance UNet encoder, motion encoder, gated fusion, decoder with appearance skips.
+
+Pure ``nn.Module``s: no device moves, optimizers, paths or prints. A variant is a registered
+function (``@register_variant``) ``(cfg, channels, cube_size) -> AMSRCNet``; :func:`build_model`
+looks it up by ``cfg.variant``.
+
+Shapes (S = cube size, a multiple of 8; C = image channels; w = cfg.widths):
+
+    app_in  (B, 4*C, S, S) float32 in [0, 1]   frames t-4 .. t-1, frame-major channels
+    flow_in (B, 8, S, S)   float32              flows (t-4->t-3) .. (t-1->t) as (dx, dy), / flow_scale
+    pred    (B, C, S, S)   in [0, 1]            predicted frame t
+    x, y    (B, w[3] * (S/8)**2)                appearance / motion bottlenecks, flattened (y None: baseline)
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+from torch import nn
+
+from amsrc.config import ModelConfig
+from amsrc.errors import ConfigError
+
+
+class NetOutput(NamedTuple):
+    pred: torch.Tensor  # (B, C, S, S) predicted frame t, in [0, 1]
+    x: torch.Tensor  # (B, D) appearance bottleneck, flattened
+    y: torch.Tensor | None  # (B, D) motion bottleneck, flattened; None for the baseline
+
+
+class DoubleConv(nn.Sequential):
+    """2x (conv3x3 + BN + ReLU)."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        )
+
+
+class Down(nn.Sequential):
+    """maxpool 2 + DoubleConv: halves the side."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__(nn.MaxPool2d(2), DoubleConv(c_in, c_out))
+
+
+class Up(nn.Module):
+    """Transposed conv x2, concatenate the appearance skip, DoubleConv."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(c_in, c_out, 2, stride=2)
+        self.conv = DoubleConv(2 * c_out, c_out)
+
+    def forward(self, h: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat([self.up(h), skip], dim=1))
+
+
+class AppearanceEncoder(nn.Module):
+    """UNet encoder: DoubleConv at S, three Down stages to (w[3], S/8, S/8). Returns all four maps."""
+
+    def __init__(self, c_in: int, widths: tuple[int, int, int, int]):
+        super().__init__()
+        w0, w1, w2, w3 = widths
+        self.inc = DoubleConv(c_in, w0)
+        self.down1 = Down(w0, w1)
+        self.down2 = Down(w1, w2)
+        self.down3 = Down(w2, w3)
+
+    def forward(self, a: torch.Tensor) -> list[torch.Tensor]:
+        s0 = self.inc(a)  # (B, w0, S, S)
+        s1 = self.down1(s0)  # (B, w1, S/2, S/2)
+        s2 = self.down2(s1)  # (B, w2, S/4, S/4)
+        s3 = self.down3(s2)  # (B, w3, S/8, S/8) bottleneck
+        return [s0, s1, s2, s3]
+
+
+def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class MotionEncoder(nn.Sequential):
+    """conv3x3 at S, then three stride-2 conv3x3 to (w[3], S/8, S/8); every conv is followed by BN + ReLU
+    (so the bottleneck ends with a ReLU, like the appearance one)."""
+
+    def __init__(self, c_in: int, widths: tuple[int, int, int, int]):
+        w0, w1, w2, w3 = widths
+        super().__init__(
+            *_conv_bn_relu(c_in, w0, 1),
+            *_conv_bn_relu(w0, w1, 2),
+            *_conv_bn_relu(w1, w2, 2),
+            *_conv_bn_relu(w2, w3, 2),
+        )
+
+
+class AMSRCNet(nn.Module):
+    """The network. ``fusion``: "gate" (x + sigmoid(x) * y), "add" (x + y) or None (appearance only)."""
+
+    def __init__(self, channels: int, widths: tuple[int, int, int, int], fusion: str | None):
+        super().__init__()
+        if fusion not in ("gate", "add", None):
+            raise ConfigError(f"unknown fusion {fusion!r}; expected 'gate', 'add' or None")
+        w0, w1, w2, w3 = widths
+        self.fusion = fusion
+        self.appearance = AppearanceEncoder(4 * channels, widths)
+        self.motion = MotionEncoder(8, widths) if fusion is not None else None
+        self.up1 = Up(w3, w2)
+        self.up2 = Up(w2, w1)
+        self.up3 = Up(w1, w0)
+        self.out = nn.Conv2d(w0, channels, 1)
+
+    def forward(self, app_in: torch.Tensor, flow_in: torch.Tensor | None = None) -> NetOutput:
+        s0, s1, s2, x = self.appearance(app_in)
+        if self.motion is None:
+            y = None
+            fused = x
+        else:
+            if flow_in is None:
+                raise ValueError("this variant needs flow_in")
+            y = self.motion(flow_in)
+            fused = x + torch.sigmoid(x) * y if self.fusion == "gate" else x + y
+        h = self.up1(fused, s2)
+        h = self.up2(h, s1)
+        h = self.up3(h, s0)
+        pred = torch.sigmoid(self.out(h))
+        return NetOutput(pred, x.flatten(1), None if y is None else y.flatten(1))
+
+
+# ---------------------------------------------------------------- variant registry
+VariantFn = Callable[[ModelConfig, int, int], AMSRCNet]
+_VARIANTS: dict[str, VariantFn] = {}
+
+
+def register_variant(fn: VariantFn) -> VariantFn:
+    """Decorator: register ``fn`` under its function name as a ``cfg.variant``."""
+    if fn.__name__ in _VARIANTS:
+        raise ValueError(f"variant {fn.__name__!r} registered twice")
+    _VARIANTS[fn.__name__] = fn
+    return fn
+
+
+def variant_names() -> list[str]:
+    return sorted(_VARIANTS)
+
+
+def resolve_widths(widths: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """Check a width tuple (named ones: ``ModelConfig.WIDTH_PRESETS``)."""
+    widths = tuple(int(w) for w in widths)
+    if len(widths) != 4 or min(widths) < 1:
+        raise ConfigError(f"model widths must be 4 positive integers, got {widths}")
+    return widths  # type: ignore[return-value]
+
+
+@register_variant
+def amsrc(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:
+    """Full AMSRC-Net: gated fusion x + sigmoid(x) * y."""
+    return AMSRCNet(channels, resolve_widths(cfg.widths), fusion="gate")
+
+
+@register_variant
+def nogate(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:
+    """Ablation "w/o gated fusion": the two bottlenecks are added."""
+    return AMSRCNet(channels, resolve_widths(cfg.widths), fusion="add")
+
+
+@register_variant
+def baseline(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:
+    """Ablation "baseline": appearance stream only (no motion encoder, y is None)."""
+    return AMSRCNet(channels, resolve_widths(cfg.widths), fusion=None)
+
+
+def build_model(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:
+    """The registered variant ``cfg.variant`` for ``channels``-channel cubes of side ``cube_size``."""
+    if cube_size < 8 or cube_size % 8:
+        raise ConfigError(f"cube_size must be a positive multiple of 8 (three 2x downsamplings), got {cube_size}")
+    if channels not in (1, 3):
+        raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+    try:
+        fn = _VARIANTS[cfg.variant]
+    except KeyError:
+        raise ConfigError(f"unknown model variant {cfg.variant!r}; choose one of {', '.join(variant_names())}") from None
+    return fn(cfg, channels, cube_size)

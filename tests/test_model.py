@@ -1,0 +1,229 @@
+"""AMSRC-Net, its losses and per-object scores (network.py, losses.py, inference.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from amsrc.config import ModelConfig, TrainConfig
+from amsrc.errors import ConfigError, DataError
+from amsrc.inference import ObjectScores, object_scores, to_tensors, uses_channels_last
+from amsrc.model.losses import (
+    amsrc_loss,
+    consistency_loss,
+    decay_weights,
+    gradient_loss,
+    intensity_loss,
+    weight_decay_loss,
+)
+from amsrc.model.network import NetOutput, build_model, variant_names
+from amsrc.train import to_channels_last
+
+torch.set_num_threads(1)
+TINY = ModelConfig.WIDTH_PRESETS["tiny"]
+
+
+def _model(variant="amsrc", widths=TINY, channels=1, seed=0):
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(variant=variant, widths=widths), channels, 32)
+
+
+def _cubes(n, channels=1, seed=0):
+    rng = np.random.default_rng(seed)
+    app = rng.integers(0, 256, (n, 5, 32, 32, channels), dtype=np.uint8)
+    flow = (rng.normal(size=(n, 4, 32, 32, 2)) * 3).astype(np.float16)
+    return app, flow
+
+
+# ---------------------------------------------------------------- network
+def test_variants_registered():
+    assert variant_names() == ["amsrc", "baseline", "nogate"]
+
+
+@pytest.mark.parametrize("variant", ["amsrc", "nogate", "baseline"])
+@pytest.mark.parametrize("preset", sorted(ModelConfig.WIDTH_PRESETS))
+def test_shapes_and_finite(variant, preset):
+    widths = ModelConfig.WIDTH_PRESETS[preset]
+    for channels in (1, 3):
+        model = _model(variant, widths, channels)
+        app = torch.rand(2, 4 * channels, 32, 32)
+        flow = torch.randn(2, 8, 32, 32)
+        out = model(app, flow)
+        assert isinstance(out, NetOutput)
+        assert out.pred.shape == (2, channels, 32, 32)
+        assert out.x.shape == (2, widths[3] * 16)
+        assert torch.isfinite(out.pred).all() and torch.isfinite(out.x).all()
+        assert (out.pred >= 0).all() and (out.pred <= 1).all()
+        if variant == "baseline":
+            assert out.y is None
+            assert model.motion is None
+        else:
+            assert out.y.shape == (2, widths[3] * 16) and torch.isfinite(out.y).all()
+            assert (out.y >= 0).all()  # ReLU at the end of the motion encoder
+
+
+def test_gradients_finite_every_variant():
+    for variant in ("amsrc", "nogate", "baseline"):
+        model = _model(variant)
+        out = model(torch.rand(3, 4, 32, 32), torch.randn(3, 8, 32, 32))
+        terms = amsrc_loss(out, torch.rand(3, 1, 32, 32), TrainConfig(), decay_weights(model))
+        terms.total.backward()
+        grads = [p.grad for p in model.parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("variant,fuse", [("amsrc", lambda x, y: x + torch.sigmoid(x) * y), ("nogate", lambda x, y: x + y)])
+def test_fusion_formula(variant, fuse):
+    model = _model(variant).eval()
+    app, flow = torch.rand(2, 4, 32, 32), torch.randn(2, 8, 32, 32)
+    with torch.no_grad():
+        s0, s1, s2, x = model.appearance(app)
+        y = model.motion(flow)
+        h = model.up3(model.up2(model.up1(fuse(x, y), s2), s1), s0)
+        expected = torch.sigmoid(model.out(h))
+        out = model(app, flow)
+    torch.testing.assert_close(out.pred, expected, rtol=0, atol=0)
+    torch.testing.assert_close(out.x, x.flatten(1), rtol=0, atol=0)
+    torch.testing.assert_close(out.y, y.flatten(1), rtol=0, atol=0)
+
+
+def test_bad_model_settings():
+    with pytest.raises(ConfigError, match="variant"):
+        build_model(ModelConfig(variant="nope"), 1, 32)
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        build_model(ModelConfig(widths=TINY), 1, 30)
+    with pytest.raises(ConfigError, match="4 positive"):
+        build_model(ModelConfig(widths=(8, 16, 32)), 1, 32)
+
+
+def test_channels_last_same_outputs():
+    model = _model().eval()
+    app, flow = torch.rand(4, 4, 32, 32), torch.randn(4, 8, 32, 32)
+    with torch.no_grad():
+        ref = model(app, flow)
+        to_channels_last(model)
+        assert uses_channels_last(model)
+        cl = model(app.contiguous(memory_format=torch.channels_last), flow.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(cl.pred, ref.pred, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cl.x, ref.x, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- losses
+def test_gradient_loss_hand_computed():
+    p = torch.tensor([[0.0, 1.0, 3.0], [2.0, 2.0, 0.0]]).view(1, 1, 2, 3)
+    t = torch.tensor([[1.0, 1.0, 1.0], [0.0, 2.0, 4.0]]).view(1, 1, 2, 3)
+    # vertical: |p1 - p0| = [2, 1, 3], |t1 - t0| = [1, 1, 3] -> |diff| = [1, 0, 0], mean 1/3
+    # horizontal: p [[1, 2], [0, 2]], t [[0, 0], [2, 2]] -> |diff| [[1, 2], [2, 0]], mean 5/4
+    assert gradient_loss(p, t).item() == pytest.approx(1 / 3 + 5 / 4, abs=1e-7)
+    assert gradient_loss(t, t).item() == 0.0
+    # a constant shift leaves the gradients unchanged
+    assert gradient_loss(t + 0.5, t).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_consistency_loss_hand_computed():
+    x = torch.tensor([[1.0, 0.0], [1.0, 1.0], [3.0, 4.0]])
+    y = torch.tensor([[0.0, 1.0], [2.0, 2.0], [4.0, 3.0]])
+    # cos = 0, 1, 24/25 -> 1 - cos = 1, 0, 0.04
+    assert consistency_loss(x, y).item() == pytest.approx((1 + 0 + 0.04) / 3, abs=1e-6)
+    # (B, C, H, W) maps are flattened per sample
+    assert consistency_loss(x.view(3, 2, 1, 1), y.view(3, 2, 1, 1)).item() == pytest.approx(1.04 / 3, abs=1e-6)
+
+
+def test_intensity_loss_hand_computed():
+    p = torch.tensor([0.0, 0.5, 1.0, 1.0]).view(1, 1, 2, 2)
+    t = torch.tensor([0.0, 0.0, 0.0, 1.0]).view(1, 1, 2, 2)
+    assert intensity_loss(p, t).item() == pytest.approx((0.25 + 1.0) / 4)
+
+
+def test_weight_decay_is_real():
+    model = _model()
+    weights = decay_weights(model)
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert len(weights) == len(convs) > 0
+    expected = sum(float((m.weight.detach().double() ** 2).sum()) for m in convs)
+    lw = weight_decay_loss(weights)
+    assert lw.item() == pytest.approx(expected, rel=1e-5) and lw.item() > 1.0
+
+    app, flow, target = torch.rand(4, 4, 32, 32), torch.randn(4, 8, 32, 32), torch.rand(4, 1, 32, 32)
+
+    def grads(lam):
+        model.zero_grad()
+        model.eval()  # same forward both times (no BN statistics update)
+        terms = amsrc_loss(model(app, flow), target, TrainConfig(weight_decay=lam), weights)
+        terms.total.backward()
+        return terms, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    t0, g0 = grads(0.0)
+    t1, g1 = grads(0.01)
+    assert (t1.total - t0.total).item() == pytest.approx(0.01 * lw.item(), rel=1e-4)
+    w = model.appearance.inc[0].weight
+    torch.testing.assert_close(g1["appearance.inc.0.weight"] - g0["appearance.inc.0.weight"], 0.02 * w.detach(),
+                               rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(g1["appearance.inc.1.weight"], g0["appearance.inc.1.weight"])  # BN: not decayed
+
+
+def test_baseline_has_no_consistency_term():
+    model = _model("baseline")
+    out = model(torch.rand(2, 4, 32, 32), torch.randn(2, 8, 32, 32))
+    terms = amsrc_loss(out, torch.rand(2, 1, 32, 32), TrainConfig(), decay_weights(model))
+    assert terms.consistency.item() == 0.0
+
+
+# ---------------------------------------------------------------- tensors and scores
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_to_tensors_layout(channels_last):
+    app, flow = _cubes(3, channels=3)
+    a, t, f = to_tensors(app, flow, 4.0, channels_last=channels_last)
+    assert a.shape == (3, 12, 32, 32) and t.shape == (3, 3, 32, 32) and f.shape == (3, 8, 32, 32)
+    assert a.dtype == t.dtype == f.dtype == torch.float32
+    for k in range(4):
+        for c in range(3):
+            np.testing.assert_array_equal(a[:, 3 * k + c].numpy(), app[:, k, :, :, c] / np.float32(255))
+        for j in range(2):
+            np.testing.assert_array_equal(f[:, 2 * k + j].numpy(), flow[:, k, :, :, j].astype(np.float32) / 4)
+    for c in range(3):
+        np.testing.assert_array_equal(t[:, c].numpy(), app[:, 4, :, :, c] / np.float32(255))
+    if channels_last:
+        assert a.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_object_scores_match_manual(tmp_path):
+    app, flow = _cubes(7)
+    np.save(tmp_path / "a.npy", app)
+    np.save(tmp_path / "f.npy", flow)
+    app_m, flow_m = np.load(tmp_path / "a.npy", mmap_mode="r"), np.load(tmp_path / "f.npy", mmap_mode="r")
+    model = _model()
+    model.train()
+    sc = object_scores(model, app_m, flow_m, 4.0, batch_size=3)
+    assert model.training  # mode restored
+    assert isinstance(sc, ObjectScores) and sc.s_f.dtype == sc.s_p.dtype == np.float32 and sc.s_f.shape == (7,)
+    model.eval()
+    with torch.no_grad():
+        a, t, f = to_tensors(app, flow, 4.0)
+        out = model(a, f)
+        x, y = out.x.double(), out.y.double()
+        s_f = 1 - (x * y).sum(1) / (x.norm(dim=1) * y.norm(dim=1))
+        s_p = ((out.pred.double() - t.double()) ** 2).sum(dim=(1, 2, 3))
+    np.testing.assert_allclose(sc.s_f, s_f.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(sc.s_p, s_p.numpy(), rtol=1e-4)
+    assert (sc.s_f >= 0).all() and (sc.s_f <= 1 + 1e-6).all()
+
+
+def test_object_scores_empty_and_baseline():
+    app, flow = _cubes(0)
+    sc = object_scores(_model(), app, flow, 4.0)
+    assert sc.s_f.shape == sc.s_p.shape == (0,) and sc.s_f.dtype == np.float32
+    app, flow = _cubes(5)
+    sc = object_scores(_model("baseline"), app, flow, 4.0)
+    np.testing.assert_array_equal(sc.s_f, np.zeros(5, np.float32))
+    assert (sc.s_p > 0).all()
+
+
+def test_object_scores_rejects_bad_cubes(tmp_path):
+    app, flow = _cubes(4)
+    np.save(tmp_path / "a.npy", app[:, :4])
+    with pytest.raises(DataError, match=r"a\.npy.*\(N, 5, S, S, C\)"):
+        object_scores(_model(), np.load(tmp_path / "a.npy", mmap_mode="r"), flow, 4.0)
+    with pytest.raises(DataError, match="flow cubes must be"):
+        object_scores(_model(), app, flow[:3], 4.0)

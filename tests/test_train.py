@@ -1,0 +1,220 @@
+"""The training loop: learning, determinism, resume, checkpoints, torchrun (train.py)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import amsrc.train as train_mod
+from amsrc import __version__
+from amsrc.config import ModelConfig, Preset, get_preset
+from amsrc.errors import ConfigError, DataError
+from amsrc.inference import object_scores
+from amsrc.model.network import build_model
+from amsrc.train import load_checkpoint, train_model
+
+torch.set_num_threads(1)
+
+
+def moving_squares(n: int, seed: int = 0, s: int = 32, size: int = 8):
+    """Learnable cubes: a bright square moving at a constant velocity, with its flow."""
+    rng = np.random.default_rng(seed)
+    app = np.full((n, 5, s, s, 1), 30, np.uint8)  # (N, 5, S, S, 1) uint8
+    flow = np.zeros((n, 4, s, s, 2), np.float16)  # (N, 4, S, S, 2) float16
+    for i in range(n):
+        vx, vy = (int(v) for v in rng.integers(-2, 3, size=2))
+        x0, y0 = int(rng.integers(4, s - size - 4)) - 2 * vx, int(rng.integers(4, s - size - 4)) - 2 * vy
+        for k in range(5):
+            x, y = x0 + k * vx, y0 + k * vy
+            app[i, k, y : y + size, x : x + size] = 200
+            if k < 4:
+                flow[i, k, y : y + size, x : x + size] = (vx, vy)
+    return app, flow
+
+
+def tiny_preset(epochs: int = 3, **train) -> Preset:
+    p = get_preset("synthetic")
+    p.model.widths = ModelConfig.WIDTH_PRESETS["tiny"]
+    p.train.epochs = epochs
+    p.train.batch_size = 32
+    p.train.threads = 1
+    for k, v in train.items():
+        setattr(p.train, k, v)
+    return p
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """~200 random cubes in two memory-mapped clips (as the cube store hands them over)."""
+    d = tmp_path_factory.mktemp("cubes")
+    rng = np.random.default_rng(1)
+    out = []
+    for name, n in (("c1", 90), ("c2", 110)):
+        np.save(d / f"{name}_app.npy", rng.integers(0, 256, (n, 5, 32, 32, 1), dtype=np.uint8))
+        np.save(d / f"{name}_flow.npy", rng.normal(size=(n, 4, 32, 32, 2)).astype(np.float16))
+        out.append((np.load(d / f"{name}_app.npy", mmap_mode="r"), np.load(d / f"{name}_flow.npy", mmap_mode="r")))
+    return out
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _log(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_training_reduces_the_loss(tmp_path):
+    app, flow = moving_squares(256)
+    preset = tiny_preset(epochs=8, lr=4e-3, batch_size=16)
+    path = train_model([(app, flow)], preset, tmp_path, progress=False)
+    rows = _log(tmp_path / "train_log.csv")
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 9))
+    assert list(rows[0]) == train_mod.LOG_FIELDS
+    first, last = rows[0], rows[-1]
+    assert float(last["loss"]) < 0.3 * float(first["loss"])
+    assert float(last["intensity"]) < 0.25 * float(first["intensity"])
+    assert float(last["consistency"]) < 0.1 * float(first["consistency"])
+    # the final model's prediction error is far below that of the initial weights (same seed) ...
+    torch.manual_seed(preset.train.seed)
+    init = build_model(preset.model, 1, 32)
+    s_p_init = object_scores(init, app, flow, preset.model.flow_scale).s_p.mean()
+    stats = torch.load(path, weights_only=True)["train_stats"]
+    assert stats["s_p_mean"] < 0.2 * s_p_init
+    # ... and below that of copying frame t-1 as the prediction: it learned the motion
+    copy_last = (((app[:, 4].astype(np.float64) - app[:, 3]) / 255) ** 2).sum(axis=(1, 2, 3)).mean()
+    assert stats["s_p_mean"] < 0.8 * copy_last
+
+
+def test_seeded_runs_are_identical(clips, tmp_path):
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        path = train_model(clips, tiny_preset(epochs=1, seed=seed), tmp_path / name, progress=False)
+        runs[name] = torch.load(path, weights_only=True)
+    assert _states_equal(runs["a"]["model"], runs["b"]["model"])
+    assert runs["a"]["train_stats"] == runs["b"]["train_stats"]
+    assert not _states_equal(runs["a"]["model"], runs["c"]["model"])
+
+
+def test_resume_equals_uninterrupted(clips, tmp_path, monkeypatch):
+    straight = train_model(clips, tiny_preset(epochs=3), tmp_path / "straight", progress=False)
+
+    real_write_log = train_mod._write_log
+
+    def write_log_then_die(path, rows):  # the process dies right after epoch 2 was saved
+        real_write_log(path, rows)
+        if int(rows[-1]["epoch"]) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "_write_log", write_log_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(clips, tiny_preset(epochs=3), tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(train_mod, "_write_log", real_write_log)
+    assert not (tmp_path / "resumed" / "model.pt").exists()
+    assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["epoch"] == 2
+
+    resumed = train_model(clips, tiny_preset(epochs=3), tmp_path / "resumed", resume=True, progress=False)
+    a, b = torch.load(straight, weights_only=True), torch.load(resumed, weights_only=True)
+    assert a["epoch"] == b["epoch"] == 3
+    assert _states_equal(a["model"], b["model"])
+    assert a["train_stats"] == b["train_stats"]
+    la, lb = _log(tmp_path / "straight" / "train_log.csv"), _log(tmp_path / "resumed" / "train_log.csv")
+    assert [r["epoch"] for r in lb] == ["1", "2", "3"]
+    for ra, rb in zip(la, lb):
+        assert [ra[k] for k in ("lr", "loss", "intensity", "consistency")] == [rb[k] for k in ("lr", "loss", "intensity", "consistency")]
+
+    # resuming with other settings or other data is refused
+    with pytest.raises(ConfigError, match="train.lr"):
+        train_model(clips, tiny_preset(epochs=3, lr=1e-3), tmp_path / "resumed", resume=True, progress=False)
+    with pytest.raises(DataError, match="200 cubes"):
+        train_model(clips[:1], tiny_preset(epochs=3), tmp_path / "resumed", resume=True, progress=False)
+
+
+def test_checkpoint_contents_and_loading(clips, tmp_path):
+    preset = tiny_preset(epochs=1)
+    path = train_model(clips, preset, tmp_path, progress=False)
+    assert path == tmp_path / "model.pt"
+    ck = torch.load(path, weights_only=True)
+    assert {"model", "config", "train_stats", "version", "epoch"} <= set(ck)
+    assert ck["config"] == preset.to_dict() and ck["version"] == __version__ and ck["epoch"] == 1
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "rng", "config", "epoch", "version"} <= set(last)
+
+    model, loaded, stats = load_checkpoint(path)
+    assert loaded.to_dict() == preset.to_dict() and not model.training
+    # the stored statistics are the mean / std of the scores of ALL training cubes under the final model
+    scores = [object_scores(model, a, f, preset.model.flow_scale) for a, f in clips]
+    s_f = np.concatenate([s.s_f for s in scores]).astype(np.float64)
+    s_p = np.concatenate([s.s_p for s in scores]).astype(np.float64)
+    assert len(s_f) == 200
+    assert stats["s_f_mean"] == pytest.approx(s_f.mean(), rel=1e-5)
+    assert stats["s_f_std"] == pytest.approx(s_f.std(), rel=1e-3)
+    assert stats["s_p_mean"] == pytest.approx(s_p.mean(), rel=1e-5)
+    assert stats["s_p_std"] == pytest.approx(s_p.std(), rel=1e-3)
+
+    with pytest.raises(DataError, match="training state"):
+        load_checkpoint(tmp_path / "last.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="not an amsrc checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    # a plain dict with the four keys (no "format") is accepted too, e.g. one written by AMSRC.save
+    plain = {k: ck[k] for k in ("model", "config", "train_stats", "version")}
+    torch.save(plain, tmp_path / "plain.pt")
+    _, _, stats2 = load_checkpoint(tmp_path / "plain.pt")
+    assert stats2 == stats
+    torch.save({"model": {}}, tmp_path / "other.pt")
+    with pytest.raises(DataError, match="not an amsrc model checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(DataError, match="no such"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_bad_training_data(tmp_path):
+    app, flow = moving_squares(4)
+    with pytest.raises(DataError, match="no training cubes"):
+        train_model([(app[:0], flow[:0])], tiny_preset(), tmp_path, progress=False)
+    with pytest.raises(DataError, match="channels"):
+        train_model([(np.repeat(app, 3, axis=4), flow)], tiny_preset(), tmp_path, progress=False)
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path):
+    app, flow = moving_squares(150, seed=3)
+    np.save(tmp_path / "app.npy", app)
+    np.save(tmp_path / "flow.npy", flow)
+    script = tmp_path / "drive.py"
+    script.write_text(
+        "import sys, numpy as np\n"
+        "from amsrc.config import ModelConfig, get_preset\n"
+        "from amsrc.train import train_model\n"
+        "d = sys.argv[1]\n"
+        "data = [(np.load(d + '/app.npy', mmap_mode='r'), np.load(d + '/flow.npy', mmap_mode='r'))]\n"
+        "p = get_preset('synthetic'); p.model.widths = ModelConfig.WIDTH_PRESETS['tiny']\n"
+        "p.train.epochs = 1; p.train.batch_size = 32; p.train.threads = 1\n"
+        "train_model(data, p, d + '/out', progress=False)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    t0 = time.perf_counter()
+    res = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert time.perf_counter() - t0 < 60
+    model, preset, stats = load_checkpoint(tmp_path / "out" / "model.pt")
+    assert torch.load(tmp_path / "out" / "last.pt", weights_only=True)["world_size"] == 2
+    rows = _log(tmp_path / "out" / "train_log.csv")
+    assert len(rows) == 1 and float(rows[0]["loss"]) > 0
+    # both processes' shares were scored: the stored statistics are those of all 150 cubes
+    sc = object_scores(model, app, flow, preset.model.flow_scale)
+    assert stats["s_p_mean"] == pytest.approx(float(sc.s_p.astype(np.float64).mean()), rel=1e-5)
+    assert stats["s_f_mean"] == pytest.approx(float(sc.s_f.astype(np.float64).mean()), rel=1e-5)
