@@ -129,8 +129,16 @@ def _synthetic() -> Preset:
     # for a 1.75 m walker (detected boxes add the motion smear and the MOG2 fill).
     p.prepare.boxes.split_horizon = -1.218
     p.prepare.boxes.split_slope = 0.126
-    p.train.epochs = 8
+    # Training and scoring were chosen on a validation scene (write_scene seed 1), never on the
+    # seed-0 scene the demo and tests report: at the paper's lr 2e-4, 8-30 epochs left the model
+    # under-trained (a few hundred steps on ~3k cubes); lr 1e-3 for 15 epochs converged. On seed 1
+    # z(S_p) carried the score (micro AUROC 0.887 raw) and z(S_f) alone reached 0.741; w_f = 0.1
+    # was the best raw mix there (0.888).
+    p.train.epochs = 15
+    p.train.lr = 1e-3
     p.model.widths = (16, 32, 64, 128)
+    p.score.w_f, p.score.w_p = 0.1, 0.9
+    p.score.smoothing, p.score.gaussian_sigma = "gaussian", 3.0
     return p
 
 
@@ -149,6 +157,12 @@ def _ped2() -> Preset:
     #   those boxes) or 1.0x it in width (walkers are ~0.53x as wide as tall) are cut.
     p.prepare.boxes.split_horizon = 0.269
     p.prepare.boxes.split_slope = 0.40
+    # CPU budget (whole run <= 20 min on 2 cores): the "small" widths train ~580 cubes/s, so 15
+    # epochs over Ped2's ~24k training cubes take ~10 min; lr 1e-3 as on the synthetic validation
+    # scene (2e-4 under-trains in so few steps). Not chosen from Ped2 test labels.
+    p.model.widths = (16, 32, 64, 128)
+    p.train.epochs = 15
+    p.train.lr = 1e-3
     p.score.w_f, p.score.w_p = 1.0, 0.0  # official code scores Ped2 with S_f alone
     return p
 
