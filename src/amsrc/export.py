@@ -1,0 +1,248 @@
+"""Export the network of a fitted model to ONNX, and check ONNX Runtime reproduces PyTorch.
+
+The ONNX graph has the network's interface (see :mod:`amsrc.model.network`):
+
+    inputs   app_in  (B, 4*C, S, S) float32 in [0, 1]   frames t-4 .. t-1
+             flow_in (B, 8, S, S)   float32              flows / flow_scale
+    outputs  pred    (B, C, S, S)   float32              predicted frame t
+             x       (B, D)         float32              appearance bottleneck, flattened
+             y       (B, D)         float32              motion bottleneck (absent for the baseline)
+
+B is a dynamic axis. The appearance-only baseline keeps ``flow_in`` as an (unused) input so a
+caller feeds every variant the same way; its graph has no ``y`` output (S_f is 0, as in
+:func:`amsrc.inference.object_scores`). The model's settings a caller needs to build inputs and
+scores (flow_scale, cube_size, channels, train_stats, score weights, variant) are stored as
+metadata properties ``amsrc.*`` of the ONNX file.
+
+``onnx`` and ``onnxruntime`` are optional: ``pip install 'amsrc[export]'`` (or
+``pip install onnx onnxruntime``).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amsrc.errors import ConfigError, DataError
+from amsrc.utils import atomic_path
+
+INPUT_NAMES = ("app_in", "flow_in")
+OPSET = 17
+_PIP_HINT = "pip install 'amsrc[export]'  (or: pip install onnx onnxruntime)"
+
+
+def _require(module: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"ONNX export needs the Python package {module!r}, which is not installed: {_PIP_HINT}") from None
+
+
+@dataclass
+class ExportCheck:
+    """ONNX Runtime vs PyTorch on the same cubes, per batch size."""
+
+    onnx_path: str
+    batch_sizes: tuple[int, ...]  # batch sizes run through ONNX Runtime (dynamic batch axis)
+    n_cubes: int  # cubes compared per batch size
+    atol: float  # tolerance on the scores s_f and s_p: |d| <= atol + rtol * |torch score|
+    rtol: float  # (the relative part covers float32 rounding of large S_p sums)
+    max_abs: dict[str, float] = field(default_factory=dict)  # output/score name -> max |onnx - torch|
+    max_rel_s_p: float = 0.0  # max |d s_p| / max(|s_p|, 1)
+    ok: bool = False  # every score within the tolerance
+
+    def format(self) -> str:
+        diffs = ", ".join(f"{k} {v:.2e}" for k, v in self.max_abs.items())
+        verdict = "OK" if self.ok else "MISMATCH"
+        return (f"ONNX Runtime check {verdict}: batch sizes {', '.join(map(str, self.batch_sizes))}, "
+                f"{self.n_cubes} cubes; max |onnx - torch|: {diffs} (tolerance on s_f, s_p: "
+                f"{self.atol:g} + {self.rtol:g} x |score|)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"onnx": self.onnx_path, "batch_sizes": list(self.batch_sizes), "n_cubes": self.n_cubes,
+                "atol": self.atol, "rtol": self.rtol, "max_abs": dict(self.max_abs),
+                "max_rel_s_p": self.max_rel_s_p, "ok": self.ok}
+
+
+def _plain_outputs(model):
+    """``model`` wrapped so forward returns a tuple (pred, x, y), or (pred, x) for the baseline (y None)."""
+    import torch
+
+    class PlainOutputs(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, app_in, flow_in):
+            out = self.net(app_in, flow_in)
+            return (out.pred, out.x) if out.y is None else (out.pred, out.x, out.y)
+
+    return PlainOutputs(model)
+
+
+def export_onnx(model_path: str | Path, out_path: str | Path, opset: int = OPSET) -> Path:
+    """Write the network of checkpoint ``model_path`` (``amsrc train``/``fit``) as ONNX to ``out_path``.
+
+    TorchScript-based exporter (``dynamo=False``: works offline without onnxscript), dynamic batch,
+    eval mode (batch norm uses its running statistics). Written atomically. Returns ``out_path``.
+    """
+    onnx = _require("onnx")
+    import torch
+
+    from amsrc.train import load_checkpoint
+
+    model, preset, stats = load_checkpoint(Path(model_path), device="cpu")
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    c, s = preset.prepare.channels, preset.prepare.cube_size
+    has_y = getattr(model, "motion", None) is not None
+    output_names = ["pred", "x", "y"] if has_y else ["pred", "x"]
+    dynamic = {name: {0: "batch"} for name in (*INPUT_NAMES, *output_names)}
+    gen = torch.Generator().manual_seed(0)
+    example = (torch.rand(2, 4 * c, s, s, generator=gen), torch.randn(2, 8, s, s, generator=gen))
+    wrapped = _plain_outputs(model).eval()
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy-exporter deprecation notice and unused-input notes
+        with torch.no_grad():
+            torch.onnx.export(wrapped, example, str(tmp), dynamo=False, input_names=list(INPUT_NAMES),
+                              output_names=output_names, dynamic_axes=dynamic, opset_version=int(opset),
+                              do_constant_folding=True)
+        proto = onnx.load(str(tmp))
+        graph_inputs = [i.name for i in proto.graph.input]
+        if "flow_in" not in graph_inputs:  # the baseline never reads flow_in: keep it in the interface
+            proto.graph.input.append(
+                onnx.helper.make_tensor_value_info("flow_in", onnx.TensorProto.FLOAT, ["batch", 8, s, s]))
+        meta = {
+            "amsrc.version": str(_version()),
+            "amsrc.variant": preset.model.variant,
+            "amsrc.flow_scale": repr(float(preset.model.flow_scale)),
+            "amsrc.cube_size": str(s),
+            "amsrc.channels": str(c),
+            "amsrc.train_stats": json.dumps(stats),
+            "amsrc.score_weights": json.dumps({"w_f": preset.score.w_f, "w_p": preset.score.w_p}),
+            "amsrc.scores": "s_f = 1 - cos(x, y) (0 without y); s_p = sum((pred - frame t)^2) over C x S x S",
+        }
+        del proto.metadata_props[:]
+        for k, v in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+    return out_path
+
+
+def _version() -> str:
+    from amsrc import __version__
+
+    return __version__
+
+
+def _scores_of(pred, x, y, target) -> tuple[np.ndarray, np.ndarray]:
+    """The formulas of :func:`amsrc.inference.object_scores`, with the same torch float32 ops, applied
+    to ONNX Runtime outputs: (s_f, s_p), (B,) each (s_f = 0 without y)."""
+    import torch
+
+    from amsrc.model.losses import cosine_distance
+
+    pred_t = torch.from_numpy(np.ascontiguousarray(pred))
+    s_p = (pred_t - target).pow(2).flatten(1).sum(1).numpy()
+    if y is None:
+        return np.zeros_like(s_p), s_p
+    s_f = cosine_distance(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)))
+    return s_f.numpy(), s_p
+
+
+def random_cubes(n: int, cube_size: int, channels: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Test cubes: appearance (n, 5, S, S, C) uint8 (smooth blobs + noise), flow (n, 4, S, S, 2) float16
+    (a few pixels)."""
+    rng = np.random.default_rng(seed)
+    s = cube_size
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
+    app = np.empty((n, 5, s, s, channels), np.uint8)
+    for i in range(n):
+        for t in range(5):
+            cx, cy = rng.uniform(0.2, 0.8, 2)
+            blob = 200 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.02) + 40
+            img = blob[:, :, None] + rng.normal(0, 8, (s, s, channels))
+            app[i, t] = np.clip(img, 0, 255).astype(np.uint8)
+    flow = rng.normal(0, 2.0, (n, 4, s, s, 2)).astype(np.float16)
+    return app, flow
+
+
+def check_onnx(onnx_path: str | Path, model_path: str | Path, appearance=None, flow=None,
+               batch_sizes: tuple[int, ...] = (1, 7), atol: float = 1e-4, rtol: float = 1e-5,
+               seed: int = 0) -> ExportCheck:
+    """Run ``onnx_path`` in ONNX Runtime (CPU) and the checkpoint in PyTorch on the same cubes.
+
+    appearance (N, 5, S, S, C) uint8 / flow (N, 4, S, S, 2) float16 cubes, or None for
+    ``max(batch_sizes)`` generated ones (:func:`random_cubes`). For each batch size b the first b
+    cubes are fed as one batch. PyTorch scores come from :func:`amsrc.inference.object_scores`;
+    ONNX scores apply the same formulas to the ONNX outputs. ``ok`` when every score differs by at
+    most ``atol + rtol * |torch score|`` (the rtol covers float32 rounding of large S_p sums).
+    ``max_abs`` also reports pred, x, y.
+    """
+    ort = _require("onnxruntime")
+    import torch
+
+    from amsrc.inference import check_cubes, object_scores, to_tensors
+    from amsrc.train import load_checkpoint
+
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise DataError(onnx_path, "no such ONNX file")
+    model, preset, _ = load_checkpoint(Path(model_path), device="cpu")
+    c, s, fs = preset.prepare.channels, preset.prepare.cube_size, preset.model.flow_scale
+    batch_sizes = tuple(int(b) for b in batch_sizes)
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ConfigError(f"batch sizes must be positive, got {batch_sizes}")
+    need = max(batch_sizes)
+    if appearance is None or flow is None:
+        appearance, flow = random_cubes(need, s, c, seed=seed)
+    n = check_cubes(appearance, flow, channels=c, cube_size=s)
+    if n < need:
+        raise DataError(None, f"the check needs at least {need} cubes (largest batch size), got {n}")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, min(2, torch.get_num_threads()))
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+        raise DataError(onnx_path, f"ONNX Runtime cannot load it: {exc}") from None
+    out_names = [o.name for o in sess.get_outputs()]
+    in_names = {i.name for i in sess.get_inputs()}
+    if not {"pred", "x"} <= set(out_names) or in_names != set(INPUT_NAMES):
+        raise DataError(onnx_path, f"not an amsrc export: inputs {sorted(in_names)}, outputs {out_names}")
+    diffs: dict[str, float] = {}
+    rel = 0.0
+    ok = True
+    for b in batch_sizes:
+        app_b, flow_b = np.asarray(appearance[:b]), np.asarray(flow[:b])
+        ref = object_scores(model, app_b, flow_b, fs, batch_size=b)
+        app_in, target, flow_in = to_tensors(app_b, flow_b, fs)
+        with torch.inference_mode():
+            ref_out = model(app_in, flow_in)
+        got = dict(zip(out_names, sess.run(out_names, {"app_in": app_in.numpy(), "flow_in": flow_in.numpy()})))
+        if (ref_out.y is None) != ("y" not in got):
+            raise DataError(onnx_path, f"the ONNX graph's outputs {out_names} do not match the model variant "
+                                       f"{preset.model.variant!r}")
+        s_f, s_p = _scores_of(got["pred"], got["x"], got.get("y"), target)
+        pairs = {"pred": (got["pred"], ref_out.pred), "x": (got["x"], ref_out.x)}
+        if ref_out.y is not None:
+            pairs["y"] = (got["y"], ref_out.y)
+        for k, (a, r) in pairs.items():
+            diffs[k] = max(diffs.get(k, 0.0), float(np.abs(a - r.float().numpy()).max()))
+        d_f = float(np.abs(s_f - ref.s_f).max())
+        d_p = float(np.abs(s_p - ref.s_p).max())
+        for got_s, ref_s in ((s_f, ref.s_f), (s_p, ref.s_p)):
+            ok = ok and bool(np.all(np.abs(got_s - ref_s) <= atol + rtol * np.abs(ref_s)))
+        diffs["s_f"] = max(diffs.get("s_f", 0.0), d_f)
+        diffs["s_p"] = max(diffs.get("s_p", 0.0), d_p)
+        rel = max(rel, float((np.abs(s_p - ref.s_p) / np.maximum(np.abs(ref.s_p), 1.0)).max()))
+    return ExportCheck(str(onnx_path), batch_sizes, need, float(atol), float(rtol), diffs, rel, ok)

@@ -1,0 +1,196 @@
+"""Overlay video (PyAV round trip, box colours, atomic writes) and ONNX export checked with ONNX Runtime."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from amsrc.errors import ConfigError
+from amsrc.overlay import GREEN, RED, YELLOW, OverlayWriter, score_colour
+
+H, W = 96, 128
+HIGH_BOX = (16, 24, 56, 72)  # x0, y0, x1, y1 (exclusive), scored above the threshold
+LOW_BOX = (76, 40, 120, 88)  # scored below threshold - ramp
+
+
+# ---------------------------------------------------------------- overlay
+def _grey(v: int = 128) -> np.ndarray:
+    return np.full((H, W, 3), v, np.uint8)
+
+
+def _decode(path):
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def _edge(img: np.ndarray, box) -> np.ndarray:
+    """Mean RGB of the box's left edge (2 px wide, the middle half of its height)."""
+    x0, y0, x1, y1 = box
+    h = y1 - y0
+    return img[y0 + h // 4 : y1 - h // 4, x0 : x0 + 2].reshape(-1, 3).mean(0)
+
+
+def test_score_colour_ramp():
+    assert score_colour(2.0, 1.0) == RED and score_colour(1.0, 1.0) == RED  # at/above: red
+    assert score_colour(-5.0, 1.0) == GREEN and score_colour(0.0, 1.0) == GREEN  # <= threshold - ramp
+    assert score_colour(0.9999999, 1.0) == YELLOW  # just below: end of the ramp
+    mid = score_colour(0.5, 1.0, ramp=1.0)
+    assert mid == tuple(int(round((g + y) / 2)) for g, y in zip(GREEN, YELLOW))
+    assert score_colour(1e6, float("inf")) == GREEN  # no threshold learned: nothing is red
+
+
+def test_overlay_without_threshold_draws_green(tmp_path):
+    import warnings
+
+    ow = OverlayWriter(tmp_path / "n.mkv", fps=25, size_hw=(H, W))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no overflow in the score bar
+            img = ow.render(_grey(), np.array([HIGH_BOX]), np.array([50.0]), threshold=float("inf"))
+        assert img[HIGH_BOX[1] + 20, HIGH_BOX[0]].tolist() == list(GREEN)
+    finally:
+        ow.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("codec", ["h264", "no_such_codec"])
+def test_overlay_roundtrip_counts_size_and_colours(tmp_path, codec):
+    out = tmp_path / "overlay.mp4"
+    boxes = np.array([HIGH_BOX, LOW_BOX], np.int32)
+    with OverlayWriter(out, fps=25, size_hw=(H, W), codec=codec) as ow:
+        assert not out.exists()  # only a temporary file while writing
+        for _ in range(20):
+            ow.write(_grey(), boxes, np.array([3.5, -1.0]), threshold=1.0)
+    assert ow.codec == ("h264" if codec == "h264" else "mpeg4")  # unknown encoder -> mpeg4 fallback
+    assert ow.frames_written == 20
+    assert [p.name for p in tmp_path.iterdir()] == ["overlay.mp4"]  # no temporary left
+    frames = _decode(out)
+    assert len(frames) == 20
+    assert frames[0].shape == (H, W, 3)
+    for f in (frames[0], frames[10], frames[19]):
+        r, g, b = _edge(f, HIGH_BOX)
+        assert r > 180 and g < 80 and b < 80, (r, g, b)  # red box where the score is above threshold
+        r, g, b = _edge(f, LOW_BOX)
+        assert g > 140 and r < 80 and b < 80, (r, g, b)  # green box below
+        # inside the boxes and far from everything: the untouched grey background
+        assert np.abs(f[60:66, 30:40].astype(int) - 128).max() <= 6
+        # the frame-score panel (top-left) is drawn: dark background with red text/bar
+        panel = f[:12, :60].reshape(-1, 3).astype(int)
+        assert (panel.sum(1) < 60).mean() > 0.3 and ((panel[:, 0] > 150) & (panel[:, 1] < 90)).sum() > 10
+
+
+def test_overlay_heatmap_blend_exact(tmp_path):
+    ow = OverlayWriter(tmp_path / "h.mp4", fps=10, size_hw=(H, W), heat_alpha=0.5)
+    try:
+        heat = np.zeros((H, W), np.float32)
+        heat[70:90, 70:110] = 2.0  # its max: JET's top colour (RGB 128, 0, 0) at alpha 0.5
+        img = ow.render(_grey(100), np.zeros((0, 4)), np.zeros(0), threshold=1.0, heatmap=heat)
+        assert img[80, 90].tolist() == [114, 50, 50]  # round(100 * 0.5 + (128, 0, 0) * 0.5)
+        assert img[50, 20].tolist() == [100, 100, 100]  # zero heat: unchanged
+        small = ow.render(_grey(100), np.zeros((0, 4)), np.zeros(0), 1.0, heatmap=heat[::2, ::2])  # resized
+        assert small[80, 90].tolist() == [114, 50, 50]
+    finally:
+        ow.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overlay_exception_leaves_nothing(tmp_path):
+    out = tmp_path / "bad.mp4"
+    with pytest.raises(RuntimeError):
+        with OverlayWriter(out, fps=25, size_hw=(H, W)) as ow:
+            ow.write(_grey(), np.array([HIGH_BOX]), np.array([2.0]), 1.0)
+            raise RuntimeError("scorer died")
+    assert list(tmp_path.iterdir()) == []
+    from amsrc.errors import DataError
+
+    with pytest.raises(DataError, match="uint8 RGB"):
+        with OverlayWriter(out, fps=25, size_hw=(H, W)) as ow:
+            ow.write(np.zeros((H + 2, W, 3), np.uint8), [], [], 1.0)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ConfigError, match="must end in"):
+        OverlayWriter(tmp_path / "x.gif", fps=25, size_hw=(H, W))
+
+
+# ---------------------------------------------------------------- ONNX export
+def _tiny_checkpoint(path, variant: str, seed: int = 0):
+    """A tiny network with non-trivial batch-norm statistics (so eval mode matters), saved as model.pt."""
+    import torch
+
+    from amsrc.config import get_preset
+    from amsrc.model.network import build_model
+    from amsrc.train import save_checkpoint
+
+    preset = get_preset("synthetic")
+    preset.model.widths = (8, 16, 32, 64)
+    preset.model.variant = variant
+    torch.manual_seed(seed)
+    model = build_model(preset.model, preset.prepare.channels, preset.prepare.cube_size)
+    g = torch.Generator().manual_seed(seed + 1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 0.5 + 0.5)
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+    stats = {"s_f_mean": 0.1, "s_f_std": 0.05, "s_p_mean": 3.0, "s_p_std": 1.0}
+    return save_checkpoint(path, model, preset, stats)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("variant", ["amsrc", "baseline"])
+def test_onnx_export_matches_pytorch(tmp_path, variant):
+    import onnx
+
+    from amsrc.export import check_onnx, export_onnx
+
+    ckpt = _tiny_checkpoint(tmp_path / "model.pt", variant)
+    out = export_onnx(ckpt, tmp_path / "model.onnx")
+    proto = onnx.load(str(out))
+    assert [i.name for i in proto.graph.input] == ["app_in", "flow_in"]  # the baseline keeps flow_in
+    outputs = [o.name for o in proto.graph.output]
+    assert outputs == (["pred", "x", "y"] if variant == "amsrc" else ["pred", "x"])
+    for vi in list(proto.graph.input) + list(proto.graph.output):
+        assert vi.type.tensor_type.shape.dim[0].dim_param == "batch"  # dynamic batch axis
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["amsrc.variant"] == variant and float(meta["amsrc.flow_scale"]) == 4.0
+    res = check_onnx(out, ckpt, batch_sizes=(1, 7))
+    assert res.ok, res.format()
+    assert res.batch_sizes == (1, 7)
+    assert res.max_abs["s_p"] < 1e-4 and res.max_abs["s_f"] < 1e-4 and res.max_abs["pred"] < 1e-5
+    assert ("y" in res.max_abs) == (variant == "amsrc")
+    if variant == "baseline":
+        assert res.max_abs["s_f"] == 0.0
+
+
+def test_onnx_check_catches_a_different_network_and_cli(tmp_path, capsys):
+    from amsrc.cli import main
+    from amsrc.export import check_onnx
+
+    a = _tiny_checkpoint(tmp_path / "a.pt", "amsrc", seed=0)
+    b = _tiny_checkpoint(tmp_path / "b.pt", "amsrc", seed=5)
+    assert main(["export", str(a), "--onnx", str(tmp_path / "a.onnx"), "--check"]) == 0
+    printed = capsys.readouterr().out
+    assert "ONNX Runtime check OK" in printed and "batch sizes 1, 7" in printed
+    bad = check_onnx(tmp_path / "a.onnx", b)  # a's graph against b's weights: must not pass
+    assert not bad.ok and bad.max_abs["s_p"] > 1e-2, bad.format()
+
+
+def test_onnx_missing_package_names_pip_command(tmp_path, monkeypatch):
+    from amsrc.export import export_onnx
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
+    with pytest.raises(ConfigError, match=r"pip install onnx onnxruntime"):
+        export_onnx(tmp_path / "missing.pt", tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
