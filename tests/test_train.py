@@ -133,7 +133,7 @@ def test_resume_equals_uninterrupted(clips, tmp_path, monkeypatch):
 
     # resuming with other settings or other data is refused
     with pytest.raises(ConfigError, match="train.lr"):
-        train_model(clips, tiny_preset(epochs=3, lr=1e-3), tmp_path / "resumed", resume=True, progress=False)
+        train_model(clips, tiny_preset(epochs=3, lr=5e-4), tmp_path / "resumed", resume=True, progress=False)
     with pytest.raises(DataError, match="200 cubes"):
         train_model(clips[:1], tiny_preset(epochs=3), tmp_path / "resumed", resume=True, progress=False)
 
