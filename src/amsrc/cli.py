@@ -110,6 +110,108 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from amsrc.export import check_onnx, export_onnx
+
+    out = export_onnx(Path(args.model), Path(args.onnx), opset=args.opset)
+    print(f"onnx: {out} (inputs app_in, flow_in; outputs pred, x and, except for the baseline, y; dynamic batch)")
+    if args.check:
+        result = check_onnx(out, Path(args.model))
+        print(result.format())
+        if not result.ok:
+            return 1
+    return 0
+
+
+# ---------------------------------------------------------------- fit / score (any footage)
+def cmd_fit(args: argparse.Namespace) -> int:
+    from amsrc.fit import fit_footage
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    fit_footage(args.sources, Path(args.out), preset=args.preset, frame_range=args.range, epochs=args.epochs,
+                widths=args.widths, work=None if args.work is None else Path(args.work), fps=args.fps,
+                device=args.device, progress=not args.no_progress)
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from amsrc.fit import load_fitted
+    from amsrc.sources import open_source
+    from amsrc.stream import score_source
+
+    if args.csv and args.jsonl:
+        from amsrc.errors import ConfigError
+
+        raise ConfigError("give --csv or --jsonl, not both")
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))  # per-frame batches are small: one thread is fastest
+    fitted = load_fitted(Path(args.model), device=args.device)
+    if args.threshold is not None:
+        print(f"threshold {args.threshold:.4f} (given with --threshold; the model's: {fitted.threshold})",
+              file=sys.stderr)
+        fitted.threshold = fitted.threshold_low = float(args.threshold)
+    elif fitted.rule:
+        print(f"threshold {fitted.threshold:.4f} ({fitted.rule})", file=sys.stderr)
+    source = open_source(args.source, stdin_size=args.stdin_size, fps=args.fps, max_retries=args.retries,
+                         stall_s=args.stall)
+    with contextlib.ExitStack() as stack:
+        out_path = args.csv or args.jsonl
+        frames_out = stack.enter_context(open(out_path, "w")) if out_path else sys.stdout
+        events_out = stack.enter_context(open(args.events, "w")) if args.events else None
+        on_frame = None
+        overlay = None
+        if args.overlay:
+            from amsrc.overlay import OverlayWriter
+
+            state: dict = {}
+
+            def on_frame(rgb, index, t, r, lines):  # noqa: ARG001
+                if rgb is None:
+                    return
+                if "w" not in state:
+                    state["w"] = OverlayWriter(args.overlay, source.fps or 25.0, rgb.shape[:2])
+                thr = fitted.threshold if fitted.threshold is not None else float("inf")
+                state["w"].write(rgb, r.boxes, r.object_scores, thr)
+
+            overlay = state
+        collector = None
+        if args.report:
+            from amsrc.stream import ReportCollector
+
+            collector = ReportCollector()
+            overlay_cb = on_frame
+
+            def on_frame(rgb, index, t, r, lines):
+                if overlay_cb is not None:
+                    overlay_cb(rgb, index, t, r, lines)
+                collector.on_frame(rgb, index, t, r, lines)
+
+        try:
+            summary = score_source(fitted, source, frames_out, fmt="csv" if args.csv else "jsonl",
+                                   events_out=events_out, strict_size=args.strict_size, on_frame=on_frame,
+                                   min_frames=args.min_frames, end_frames=args.end_frames)
+        except BaseException:
+            if overlay is not None and "w" in overlay:
+                overlay["w"].abort()
+            raise
+        if overlay is not None and "w" in overlay:
+            print(f"overlay video: {overlay['w'].close()}", file=sys.stderr)
+    print(summary.format(), file=sys.stderr)
+    if collector is not None:
+        settings = {"model": str(args.model), "threshold_rule": fitted.rule, "frame_size": fitted.frame_size,
+                    **fitted.detector.preset_.to_dict()}
+        path = collector.write(Path(args.report), title=f"amsrc score: {source.name}", threshold=fitted.threshold,
+                               settings=settings, summary=summary)
+        print(f"report: {path}", file=sys.stderr)
+    return 0
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -182,6 +284,58 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=int, default=1)
     _add_common(demo)
     demo.set_defaults(func=cmd_demo)
+
+    exp = sub.add_parser("export", help="write the network as ONNX (dynamic batch), optionally check it")
+    exp.add_argument("model", help="model.pt written by `amsrc train`")
+    exp.add_argument("--onnx", required=True, help="output .onnx file")
+    exp.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    exp.add_argument("--check", action="store_true",
+                     help="run ONNX Runtime and PyTorch on the same cubes (batch sizes 1 and 7) and compare scores")
+    exp.set_defaults(func=cmd_export)
+
+    fit = sub.add_parser("fit", help="train on normal footage (videos, frame folders, a dataset root) and "
+                                     "learn a decision threshold")
+    fit.add_argument("sources", nargs="+", help="video files, frame folders or dataset roots (training split)")
+    fit.add_argument("--out", required=True, help="model file to write (e.g. model.pt)")
+    fit.add_argument("--preset", default=None, help="settings preset; default: 'default' adapted to the "
+                     "footage's resolution and frame rate")
+    fit.add_argument("--range", default=None, help="part of every clip to use: 0:60s (seconds) or 100:900 (frames)")
+    fit.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    fit.add_argument("--widths", default=None, help="network widths: tiny, small, medium or paper")
+    fit.add_argument("--fps", type=float, default=None, help="frame rate of frame folders (default: 25)")
+    fit.add_argument("--work", default=None, help="folder for cubes and training logs (default: beside --out)")
+    fit.add_argument("--threads", type=int, default=None, help="torch threads for training (default: torch's)")
+    _add_common(fit)
+    fit.set_defaults(func=cmd_fit)
+
+    sc = sub.add_parser("score", help="score a video, frame folder, camera, URL or stdin frame by frame; "
+                                      "alerts on anomalous events")
+    sc.add_argument("model", help="model written by `amsrc fit` (or `amsrc train`: scores without threshold)")
+    sc.add_argument("source", help="video file, frame folder, /dev/videoN, rtsp:// or http:// URL, or - for raw "
+                    "RGB24 frames on stdin (see --stdin-size)")
+    sc.add_argument("--csv", default=None, help="write per-frame scores as CSV to this file")
+    sc.add_argument("--jsonl", default=None, help="write per-frame scores as JSON lines to this file "
+                    "(default: JSON lines on stdout)")
+    sc.add_argument("--events", default=None, help="write event lines (JSON) to this file (default: among the "
+                    "JSON frame lines)")
+    sc.add_argument("--stdin-size", default=None, help="WxH of the raw RGB24 frames on stdin, e.g. "
+                    "`ffmpeg -i IN -f rawvideo -pix_fmt rgb24 - | amsrc score M - --stdin-size 360x240`")
+    sc.add_argument("--fps", type=float, default=None, help="frame rate of a frame folder or stdin (stdin with "
+                    "--fps is treated as live: lag is checked)")
+    sc.add_argument("--strict-size", action="store_true", help="refuse a source whose frame size differs from "
+                    "the fitted one (default: rescale)")
+    sc.add_argument("--threshold", type=float, default=None, help="decision threshold instead of the model's "
+                    "(also ends events: no hysteresis)")
+    sc.add_argument("--min-frames", type=int, default=3, help="frames above the threshold before an event starts")
+    sc.add_argument("--end-frames", type=int, default=5, help="frames below the low threshold before it ends")
+    sc.add_argument("--retries", type=int, default=5, help="reconnects of a live stream in a row before giving up")
+    sc.add_argument("--stall", type=float, default=10.0, help="seconds without data before a URL is reopened")
+    sc.add_argument("--overlay", default=None, help="also write an overlay video (boxes coloured by score)")
+    sc.add_argument("--report", default=None, help="also write a self-contained HTML report (curve, events, "
+                    "thumbnails of the top events, settings, timings)")
+    sc.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for per-frame batches)")
+    _add_common(sc)
+    sc.set_defaults(func=cmd_score)
 
     return p
 

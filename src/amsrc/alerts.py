@@ -1,0 +1,178 @@
+"""Anomalous events from a stream of frame scores, and which cue drove each.
+
+:class:`EventDetector` turns per-frame (smoothed) scores into events with hysteresis:
+
+- an event STARTS when the score is >= ``threshold`` for ``min_frames`` frames in a row; its
+  start line is emitted at that frame, so the alert delay is ``min_frames - 1`` frames after the
+  first frame above the threshold (plus the lag of the causal smoothing);
+- it stays open while the score is >= ``threshold_low`` (<= threshold); it ENDS after
+  ``end_frames`` frames in a row below ``threshold_low`` (end line emitted then; the event's last
+  frame is the last one at or above ``threshold_low``), or when the stream closes.
+
+Each event carries its peak score, peak frame, the boxes of the peak frame and an explanation
+(:func:`explain`) of its top object: z(S_f) (appearance-motion inconsistency), z(S_p) (prediction
+error: an odd-looking object) and its speed compared with the training objects' speeds; the cue
+is whichever of the three is largest in standard units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+CUES = {
+    "motion": "appearance-motion inconsistency z(S_f): it moves unlike what it looks like",
+    "appearance": "prediction error z(S_p): it looks unlike the training objects",
+    "speed": "speed: it moves faster than the training objects",
+}
+
+
+@dataclass
+class SpeedStats:
+    """Distribution of training objects' speeds (median flow magnitude, pixels/frame)."""
+
+    levels: np.ndarray  # (Q,) float64 percentiles 0..100, increasing
+    values: np.ndarray  # (Q,) float64 speed at each percentile, non-decreasing
+
+    @classmethod
+    def from_speeds(cls, speeds: np.ndarray) -> "SpeedStats":
+        levels = np.array(list(range(0, 100)) + [99.5, 99.9, 100.0])
+        s = np.asarray(speeds, np.float64)
+        values = np.percentile(s, levels) if s.size else np.zeros(levels.size)
+        return cls(levels.astype(np.float64), np.asarray(values, np.float64))
+
+    def to_dict(self) -> dict:
+        return {"levels": [float(v) for v in self.levels], "values": [float(v) for v in self.values]}
+
+    @classmethod
+    def from_dict(cls, d) -> "SpeedStats":
+        return cls(np.asarray(d["levels"], np.float64), np.asarray(d["values"], np.float64))
+
+    def percentile(self, speed: float) -> float:
+        """Share (in %) of training objects slower than ``speed``."""
+        return float(np.interp(speed, self.values, self.levels))
+
+    def robust_z(self, speed: float) -> float:
+        """(speed - median) / half the 16-84 percentile spread (a z-score for a Gaussian)."""
+        q16, q50, q84 = (float(np.interp(q, self.levels, self.values)) for q in (16, 50, 84))
+        return (float(speed) - q50) / max((q84 - q16) / 2.0, 1e-3)
+
+
+def explain(result, k: int, stats, speeds: SpeedStats | None) -> dict:
+    """Why object ``k`` of a :class:`~amsrc.stream.FrameResult` scored high: z(S_f), z(S_p), speed, the cue."""
+    from amsrc.scoring import zscore
+
+    z_f = float(zscore(result.s_f[k], stats.s_f_mean, stats.s_f_std))
+    z_p = float(zscore(result.s_p[k], stats.s_p_mean, stats.s_p_std))
+    sp = float(result.speed[k])
+    out = {"z_s_f": round(z_f, 3), "z_s_p": round(z_p, 3), "speed_px_per_frame": round(sp, 3)}
+    cands = {"motion": z_f, "appearance": z_p}
+    if speeds is not None:
+        z_v = speeds.robust_z(sp)
+        out["speed_percentile"] = round(speeds.percentile(sp), 2)
+        out["z_speed"] = round(z_v, 3)
+        out["train_speed_p99"] = round(float(np.interp(99, speeds.levels, speeds.values)), 3)
+        cands["speed"] = z_v
+    cue = max(cands, key=cands.get)
+    out["cue"] = cue
+    out["why"] = CUES[cue]
+    return out
+
+
+@dataclass
+class _Open:
+    id: int
+    start: int  # first frame of the run above threshold
+    start_time: float
+    peak: float
+    peak_frame: int
+    peak_time: float
+    peak_result: object
+    last_high: int  # last frame >= threshold_low
+    last_high_time: float
+
+
+@dataclass
+class EventDetector:
+    """Hysteresis on the smoothed frame score; see the module docstring."""
+
+    threshold: float
+    threshold_low: float | None = None  # None: equal to threshold
+    min_frames: int = 3  # frames >= threshold in a row to start an event
+    end_frames: int = 5  # frames < threshold_low in a row to end it
+    stats: object = None  # TrainStats, for explanations (None: no explanation)
+    speeds: SpeedStats | None = None
+    _run: list = field(default_factory=list)  # (frame, time, result) of the current run >= threshold
+    _open: _Open | None = None
+    _below: int = 0
+    _n: int = 0
+    events: list = field(default_factory=list)  # closed events (end records)
+
+    def __post_init__(self):
+        if self.threshold_low is None or self.threshold_low > self.threshold:
+            self.threshold_low = self.threshold
+        if self.min_frames < 1 or self.end_frames < 1:
+            raise ValueError("min_frames and end_frames must be >= 1")
+
+    def _boxes(self, r) -> list:
+        order = np.argsort(-r.object_scores) if r.object_scores.size else []
+        return [{"box": [int(v) for v in r.boxes[i]], "score": round(float(r.object_scores[i]), 4)} for i in order]
+
+    def _explain(self, r) -> dict | None:
+        if self.stats is None or r.top is None:
+            return None
+        return explain(r, r.top, self.stats, self.speeds)
+
+    def push(self, frame: int, time_s: float, r) -> list[dict]:
+        """Feed one frame (its index, time and :class:`~amsrc.stream.FrameResult`); returns event lines (dicts)."""
+        out: list[dict] = []
+        s = r.score
+        if self._open is None:
+            if s >= self.threshold:
+                self._run.append((frame, time_s, r))
+                if len(self._run) >= self.min_frames:
+                    f0, t0, _ = self._run[0]
+                    pf, pt, pr = max(self._run, key=lambda x: x[2].score)
+                    self._n += 1
+                    self._open = _Open(self._n, f0, t0, pr.score, pf, pt, pr, frame, time_s)
+                    self._run = []
+                    self._below = 0
+                    out.append({
+                        "type": "event_start", "event": self._n, "start_frame": f0, "start_time": round(t0, 3),
+                        "alert_frame": frame, "alert_time": round(time_s, 3), "delay_frames": frame - f0,
+                        "score": round(s, 4), "boxes": self._boxes(r), "explanation": self._explain(pr),
+                    })
+            else:
+                self._run = []
+            return out
+        e = self._open
+        if s >= self.threshold_low:
+            self._below = 0
+            e.last_high, e.last_high_time = frame, time_s
+            if s > e.peak:
+                e.peak, e.peak_frame, e.peak_time, e.peak_result = s, frame, time_s, r
+        else:
+            self._below += 1
+            if self._below >= self.end_frames:
+                out.append(self._close(frame, time_s))
+        return out
+
+    def _close(self, frame: int, time_s: float) -> dict:
+        e = self._open
+        rec = {
+            "type": "event_end", "event": e.id, "start_frame": e.start, "end_frame": e.last_high,
+            "start_time": round(e.start_time, 3), "end_time": round(e.last_high_time, 3),
+            "n_frames": e.last_high - e.start + 1, "emitted_frame": frame,
+            "peak_score": round(e.peak, 4), "peak_frame": e.peak_frame, "peak_time": round(e.peak_time, 3),
+            "boxes": self._boxes(e.peak_result), "explanation": self._explain(e.peak_result),
+        }
+        self.events.append(rec)
+        self._open = None
+        self._below = 0
+        return rec
+
+    def close(self, frame: int, time_s: float) -> list[dict]:
+        """End of the stream: close an open event."""
+        self._run = []
+        return [self._close(frame, time_s)] if self._open is not None else []

@@ -1,0 +1,263 @@
+"""Frame sources for ``amsrc score``: files, frame folders, cameras, network streams and stdin.
+
+Every source yields :class:`SourceFrame` (index, time, RGB frame) one at a time and never holds a
+whole video. Problems that a live scorer must survive are reported through ``warn`` (stderr by
+default) and the source goes on:
+
+- a frame file that cannot be decoded (frame folder) is skipped;
+- a packet the decoder rejects (video file, camera, URL) is skipped;
+- a network stream that drops or stalls (no packet for ``stall_s`` seconds) is reopened with
+  exponential backoff (0.5 s, 1 s, 2 s, ... capped at 8 s), at most ``max_retries`` times in a row;
+  the scorer is told (``SourceFrame.restart``) so it does not compute flow across the gap.
+
+Stdin format (``-``): raw RGB24 frames, ``W*H*3`` bytes each, row-major, no header, as written
+by ``ffmpeg -i IN -f rawvideo -pix_fmt rgb24 -``; the size comes from ``--stdin-size WxH``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from amsrc.errors import ConfigError, DataError
+
+DEFAULT_FPS = 25.0  # frame rate assumed for frame folders and stdin when none is given
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class SourceFrame:
+    """One frame from a source."""
+
+    index: int  # frame number in the source (skipped frames keep their number)
+    time: float  # seconds from the start of the source (timestamps where the source has them, else index / fps)
+    rgb: np.ndarray  # (H, W, 3) uint8 RGB
+    restart: bool = False  # True on the first frame after a reconnect (a gap before it)
+
+
+class FrameSource:
+    """Base class: iterate to get :class:`SourceFrame` objects; ``close()`` releases the source."""
+
+    name: str = ""
+    live: bool = False  # frames arrive in real time (camera, URL, stdin with a nominal --fps)
+    fps: float | None = None  # nominal frame rate where known
+    skipped: int = 0  # frames/packets skipped as corrupt
+    reconnects: int = 0  # reopenings of a live stream
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class FolderSource(FrameSource):
+    """A frame folder (numbered image files); undecodable files are skipped with a message."""
+
+    def __init__(self, folder: Path, fps: float | None = None, warn: Callable[[str], None] = _stderr):
+        from amsrc.data.layouts import list_numbered_files
+
+        self.name = str(folder)
+        self.files = list_numbered_files(Path(folder))
+        self.fps = float(fps) if fps else DEFAULT_FPS
+        self.warn = warn
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        from amsrc.data.readers import read_image
+
+        for i, f in enumerate(self.files):
+            try:
+                img = read_image(f)
+            except DataError as exc:
+                self.skipped += 1
+                self.warn(f"warning: skipping frame {i}: {exc}")
+                continue
+            yield SourceFrame(i, i / self.fps, img)
+
+
+class StdinSource(FrameSource):
+    """Raw RGB24 frames of a fixed size on a binary stream (stdin by default)."""
+
+    def __init__(self, size_wh: tuple[int, int], fps: float | None = None, stream=None,
+                 warn: Callable[[str], None] = _stderr):
+        self.w, self.h = size_wh
+        if self.w < 1 or self.h < 1:
+            raise ConfigError(f"--stdin-size must be WxH with positive sides, got {self.w}x{self.h}")
+        self.name = "stdin"
+        self.live = fps is not None
+        self.fps = float(fps) if fps else DEFAULT_FPS
+        self.stream = stream if stream is not None else sys.stdin.buffer
+        self.warn = warn
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        n = self.w * self.h * 3
+        i = 0
+        while True:
+            buf = bytearray()
+            while len(buf) < n:
+                chunk = self.stream.read(n - len(buf))
+                if not chunk:
+                    break
+                buf += chunk
+            if len(buf) < n:
+                if buf:
+                    self.skipped += 1
+                    self.warn(f"warning: stdin ended inside frame {i} ({len(buf)} of {n} bytes); it is dropped "
+                              f"(is --stdin-size {self.w}x{self.h} right?)")
+                return
+            yield SourceFrame(i, i / self.fps, np.frombuffer(bytes(buf), np.uint8).reshape(self.h, self.w, 3))
+            i += 1
+
+
+class AVSource(FrameSource):
+    """A video file, a camera (``/dev/videoN``, v4l2) or a URL, decoded with PyAV."""
+
+    def __init__(self, spec: str, live: bool, fps: float | None = None, warn: Callable[[str], None] = _stderr,
+                 max_retries: int = 5, stall_s: float = 10.0):
+        self.name = spec
+        self.spec = spec
+        self.live = live
+        self.fps = float(fps) if fps else None
+        self.warn = warn
+        self.max_retries = max_retries
+        self.stall_s = stall_s
+        self._container = None
+        self._is_url = "://" in spec
+
+    def _open(self):
+        import av
+
+        kwargs: dict = {}
+        if self.spec.startswith("/dev/video"):
+            kwargs["format"] = "v4l2"
+        if self._is_url:
+            kwargs["timeout"] = (self.stall_s, self.stall_s)
+            if self.spec.startswith("rtsp"):
+                kwargs["options"] = {"rtsp_transport": "tcp"}
+        elif not self.spec.startswith("/dev/") and not Path(self.spec).is_file():
+            raise DataError(self.spec, "video file not found")
+        try:
+            c = av.open(self.spec, **kwargs)
+        except Exception as exc:  # PyAV raises many error types
+            raise DataError(self.spec, f"cannot open ({exc.__class__.__name__}: {exc})") from None
+        if not c.streams.video:
+            c.close()
+            raise DataError(self.spec, "has no video stream")
+        return c
+
+    def _frames_once(self, start_index: int, t_offset: float) -> Iterator[tuple[int, float, np.ndarray]]:
+        c = self._container = self._open()
+        try:
+            st = c.streams.video[0]
+            st.thread_type = "AUTO"
+            if self.fps is None and st.average_rate:
+                self.fps = float(st.average_rate)
+            fps = self.fps or DEFAULT_FPS
+            tb = float(st.time_base) if st.time_base else None
+            t0 = None
+            i = start_index
+            for packet in c.demux(st):
+                try:
+                    frames = packet.decode()
+                except Exception as exc:  # a corrupt packet: skip it, keep the stream
+                    self.skipped += 1
+                    self.warn(f"warning: {self.name}: decoder error near frame {i} ({exc.__class__.__name__}: {exc}); "
+                              "skipping")
+                    continue
+                for fr in frames:
+                    if fr.pts is not None and tb is not None:
+                        t = fr.pts * tb
+                        if t0 is None:
+                            t0 = t
+                        ts = t_offset + (t - t0)
+                    else:
+                        ts = t_offset + (i - start_index) / fps
+                    yield i, ts, fr.to_ndarray(format="rgb24")
+                    i += 1
+        finally:
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self._container = None
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        i, t_last, failures, restart = 0, 0.0, 0, False
+        t_wall0 = time.monotonic()
+        while True:
+            try:
+                for idx, ts, rgb in self._frames_once(i, t_last):
+                    failures = 0
+                    yield SourceFrame(idx, ts, rgb, restart)
+                    restart = False
+                    i, t_last = idx + 1, ts
+                # A clean end of stream ends the source (a file, or a URL serving a file); drops and
+                # stalls of a live stream surface as errors/timeouts and are retried below.
+                if self.live:
+                    self.warn(f"note: {self.name}: end of stream after frame {i - 1}")
+                return
+            except DataError as exc:
+                if i == 0 and failures == 0 and not self.live:
+                    raise
+                self.warn(f"warning: {exc}")
+            except Exception as exc:  # noqa: BLE001 - network/decoder errors of a live stream
+                if not self.live:
+                    if i == 0:
+                        raise DataError(self.spec, f"unreadable video ({exc.__class__.__name__}: {exc})") from None
+                    self.warn(f"warning: {self.name}: corrupt or truncated after frame {i - 1} ({exc}); stopping")
+                    return
+                self.warn(f"warning: {self.name}: stream error after frame {i - 1} ({exc.__class__.__name__}: {exc})")
+            if not self.live:
+                return
+            failures += 1
+            if failures > self.max_retries:
+                self.warn(f"warning: {self.name}: giving up after {self.max_retries} failed reconnects")
+                return
+            delay = min(8.0, 0.5 * 2 ** (failures - 1))
+            self.warn(f"warning: {self.name}: reconnecting in {delay:.1f} s (attempt {failures} of {self.max_retries})")
+            time.sleep(delay)
+            self.reconnects += 1
+            restart = True
+            # keep timestamps moving: the gap is the wall time spent away
+            t_last = max(t_last, time.monotonic() - t_wall0)
+
+    def close(self) -> None:
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def open_source(spec: str, *, stdin_size: str | None = None, fps: float | None = None,
+                warn: Callable[[str], None] = _stderr, max_retries: int = 5, stall_s: float = 10.0,
+                stdin=None) -> FrameSource:
+    """A frame source from what the user typed: ``-`` (stdin), a frame folder, a video file,
+    ``/dev/videoN`` or a URL (``rtsp://``, ``http://``, ...)."""
+    if spec == "-":
+        if not stdin_size:
+            raise ConfigError("reading frames from stdin needs --stdin-size WxH (raw RGB24 frames)")
+        try:
+            w_s, h_s = stdin_size.lower().split("x")
+            size = (int(w_s), int(h_s))
+        except ValueError:
+            raise ConfigError(f"--stdin-size must look like 360x240 (W x H), got {stdin_size!r}") from None
+        return StdinSource(size, fps=fps, stream=stdin, warn=warn)
+    if "://" in spec:
+        return AVSource(spec, live=True, fps=fps, warn=warn, max_retries=max_retries, stall_s=stall_s)
+    if spec.startswith("/dev/"):
+        return AVSource(spec, live=True, fps=fps, warn=warn, max_retries=max_retries, stall_s=stall_s)
+    p = Path(spec)
+    if p.is_dir():
+        return FolderSource(p, fps=fps, warn=warn)
+    if p.is_file():
+        return AVSource(spec, live=False, fps=fps, warn=warn)
+    raise DataError(p, "not found (expected a video file, a frame folder, /dev/videoN, a URL or -)")

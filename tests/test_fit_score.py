@@ -1,0 +1,272 @@
+"""`amsrc fit` on normal footage and `amsrc score` on a clip with an inserted event.
+
+Scene (generated here, 96x128 grey): a fixed textured background, three textured walkers at ~2
+px/frame, sensor noise; the test clip adds a large bright square crossing at 7 px/frame in
+frames EVENT = [70, 92). The model is fitted once (tiny widths, 5 epochs, one torch thread).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+H, W = 96, 128
+N_TRAIN, N_TEST = 200, 160
+EVENT = (70, 92)
+
+
+def scene(n: int, seed: int, event: tuple[int, int] | None = None) -> np.ndarray:
+    """(n, H, W, 3) uint8 frames."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    bg = cv2.GaussianBlur(np.random.default_rng(99).uniform(60, 160, (H, W)).astype(np.float32), (0, 0), 3)
+    tex = np.random.default_rng(7).uniform(10, 70, (18, 8)).astype(np.float32)
+    walkers = [(20 + 25 * k, rng.uniform(0, W), (1 if k % 2 == 0 else -1) * rng.uniform(1.6, 2.2)) for k in range(3)]
+    out = np.empty((n, H, W, 3), np.uint8)
+    for t in range(n):
+        f = bg.copy()
+        for row, x0, v in walkers:
+            x = int((x0 + v * t) % (W + 12)) - 12
+            part = tex[:, max(0, -x):max(0, min(8, W - x))]
+            f[row:row + 18, max(x, 0):max(x, 0) + part.shape[1]] = part
+        if event and event[0] <= t < event[1]:
+            x = int(-20 + 7 * (t - event[0]))
+            f[60:84, max(x, 0):max(x + 24, 0)] = 240.0
+        f = f + rng.normal(0, 2, f.shape)
+        out[t] = np.repeat(np.clip(f, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    return out
+
+
+def write_folder(frames: np.ndarray, d: Path) -> Path:
+    import cv2
+
+    d.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(d / f"{i:04d}.png"), np.ascontiguousarray(f[..., ::-1]))
+    return d
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    import torch
+
+    from amsrc.cli import main
+
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("fitscore")
+    train = write_folder(scene(N_TRAIN, 0), d / "train")
+    test_frames = scene(N_TEST, 1, EVENT)
+    test = write_folder(test_frames, d / "test")
+    model = d / "model.pt"
+    rc = main(["fit", str(train), "--out", str(model), "--widths", "tiny", "--epochs", "5", "--no-progress",
+               "--threads", "1"])
+    assert rc == 0 and model.is_file()
+    return {"dir": d, "train": train, "test": test, "model": model, "frames": test_frames}
+
+
+def test_fit_stores_threshold_size_and_speeds(fitted):
+    from amsrc.fit import load_fitted
+
+    fm = load_fitted(fitted["model"])
+    assert fm.frame_size == (H, W)
+    assert fm.threshold is not None and np.isfinite(fm.threshold)
+    assert fm.threshold_low <= fm.threshold
+    assert "99.5th percentile" in fm.rule
+    assert fm.detector.preset_.score.causal is True
+    # walkers move ~2 px/frame: the training speed median is about that
+    med = float(np.interp(50, fm.speeds.levels, fm.speeds.values))
+    assert 1.0 < med < 3.5
+
+
+def test_event_alerted_normal_stretches_not(fitted, capsys):
+    from amsrc.cli import main
+
+    out, ev = fitted["dir"] / "scores.jsonl", fitted["dir"] / "events.jsonl"
+    assert main(["score", str(fitted["model"]), str(fitted["test"]), "--jsonl", str(out), "--events", str(ev)]) == 0
+    frames = read_lines(out)
+    assert [r["frame"] for r in frames] == list(range(N_TEST))
+    events = read_lines(ev)
+    ends = [e for e in events if e["type"] == "event_end"]
+    starts = [e for e in events if e["type"] == "event_start"]
+    assert len(starts) == len(ends) == 1  # the inserted event, and nothing in the 70 + 60 normal frames
+    e = ends[0]
+    assert e["start_frame"] < EVENT[1] and e["end_frame"] >= EVENT[0]
+    assert EVENT[0] <= e["peak_frame"] < EVENT[1] + 5
+    # alert latency: the start line comes within 1 s (25 frames) of the event's first frame
+    assert starts[0]["alert_frame"] - EVENT[0] <= 25
+    assert e["explanation"]["cue"] in ("appearance", "motion", "speed")
+    assert {"z_s_f", "z_s_p", "speed_px_per_frame", "speed_percentile"} <= set(e["explanation"])
+    # the peak box lies on the square (rows 60..84)
+    x0, y0, x1, y1 = e["boxes"][0]["box"]
+    assert y0 < 84 and y1 > 60
+    assert all(r["anomalous"] for r in frames[EVENT[0] + 5:EVENT[1]])
+    assert not any(r["anomalous"] for r in frames[:EVENT[0]])
+    err = capsys.readouterr().err
+    assert "alert: event 1 started" in err and "frames/s end to end" in err
+
+
+def test_stream_scorer_equals_prepared_store(fitted, tmp_path):
+    from amsrc.data.index import DatasetIndex
+    from amsrc.data.layouts import frame_folder_clip
+    from amsrc.fit import load_fitted
+    from amsrc.prepare.run import prepare_dataset
+    from amsrc.prepare.store import CubeStore
+    from amsrc.stream import StreamScorer
+
+    fm = load_fitted(fitted["model"])
+    clip = frame_folder_clip(fitted["test"], "testing", name="test")
+    idx = DatasetIndex(root=fitted["test"], layout="folder", splits={"testing": (clip,)})
+    prepare_dataset(idx, fm.detector.preset_.prepare, tmp_path / "cubes", progress=False)
+    cs = fm.detector.score_clip(CubeStore.open(tmp_path / "cubes").load("testing", "test"))
+    sc = StreamScorer(fm.detector, fm.threshold, fm.frame_size)
+    res = [sc.push(f) for f in fitted["frames"]]
+    np.testing.assert_allclose([r.raw for r in res], cs.frame_raw, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose([r.score for r in res], cs.frame, rtol=1e-5, atol=1e-5)
+    assert sum(len(r.boxes) for r in res) == len(cs.objects)
+
+
+def test_piped_stdin_gives_the_file_scores(fitted):
+    out_file = fitted["dir"] / "scores.jsonl"
+    if not out_file.is_file():
+        pytest.skip("needs test_event_alerted_normal_stretches_not's output")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "amsrc.cli", "score", str(fitted["model"]), "-", "--stdin-size",
+                        f"{W}x{H}"], input=fitted["frames"].tobytes(), capture_output=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr.decode()
+    piped = [json.loads(line) for line in p.stdout.decode().splitlines()]
+    pf = [r for r in piped if r["type"] == "frame"]
+    ff = [r for r in read_lines(out_file)]
+    assert [r["raw"] for r in pf] == [r["raw"] for r in ff]
+    assert [r["score"] for r in pf] == [r["score"] for r in ff]
+    assert [r["type"] for r in piped].count("event_start") == 1  # events interleaved on stdout
+
+
+def test_resolution_mismatch_rescaled_or_refused(fitted, tmp_path, capsys):
+    import cv2
+
+    from amsrc.cli import main
+
+    big = np.stack([cv2.resize(f, (2 * W, 2 * H), interpolation=cv2.INTER_LINEAR) for f in fitted["frames"][60:90]])
+    src = write_folder(big, tmp_path / "big")
+    out = tmp_path / "s.csv"
+    assert main(["score", str(fitted["model"]), str(src), "--csv", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"frames are {2 * W}x{2 * H} but the model was fitted on {W}x{H}" in err
+    rows = out.read_text().splitlines()
+    assert rows[0].startswith("frame,time,raw,score") and len(rows) == 1 + 30
+    boxes = [list(map(int, r.split(",")[6:10])) for r in rows[1:] if r.split(",")[6]]
+    assert boxes and max(b[2] for b in boxes) > W  # boxes are in the source's pixels
+    assert main(["score", str(fitted["model"]), str(src), "--strict-size"]) == 2
+    assert "--strict-size" in capsys.readouterr().err
+
+
+def test_corrupt_frame_skipped_and_scoring_continues(fitted, tmp_path, capsys):
+    from amsrc.cli import main
+
+    src = write_folder(fitted["frames"][:30], tmp_path / "c")
+    (src / "0010.png").write_bytes(b"not a png at all")
+    out = tmp_path / "s.jsonl"
+    assert main(["score", str(fitted["model"]), str(src), "--jsonl", str(out)]) == 0
+    frames = [r["frame"] for r in read_lines(out) if r["type"] == "frame"]
+    assert frames == [i for i in range(30) if i != 10]
+    err = capsys.readouterr().err
+    assert "skipping frame 10" in err and "1 corrupt frame(s) skipped" in err
+
+
+# ---------------------------------------------------------------- small pieces (no model)
+def test_parse_range():
+    from amsrc.errors import ConfigError
+    from amsrc.fit import parse_range
+
+    assert parse_range("0:60s").frames(25) == (0, 1500)
+    assert parse_range("100:900").frames(10) == (100, 900)
+    assert parse_range("10s:").frames(30) == (300, None)
+    for bad in ("5:5", "abc", "1.5:3"):
+        with pytest.raises(ConfigError):
+            parse_range(bad)
+
+
+def test_auto_preset_scales_boxes_like_the_named_presets():
+    from amsrc.config import get_preset
+    from amsrc.fit import auto_preset
+
+    for h, name in ((360, "avenue"), (480, "shanghaitech"), (240, "default")):
+        p, notes = auto_preset(h, 640, 30.0)
+        ref = get_preset(name).prepare.boxes
+        b = p.prepare.boxes
+        assert (b.close_w, b.close_h, b.min_area, b.margin) == (ref.close_w, ref.close_h, ref.min_area, ref.margin)
+        assert p.score.causal and p.score.gaussian_sigma == pytest.approx(3.6)
+        assert any("H/240" in n for n in notes)
+
+
+def test_video_range_becomes_a_frame_folder(tmp_path):
+    import av
+
+    from amsrc.fit import build_footage, parse_range
+
+    path = tmp_path / "v.mkv"
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("ffv1", rate=10)
+        st.width, st.height, st.pix_fmt = 32, 24, "yuv420p"
+        for i in range(12):
+            img = np.full((24, 32, 3), 20 * i, np.uint8)
+            for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in st.encode():
+            c.mux(pkt)
+    foot = build_footage([path], tmp_path / "work", parse_range("0.2s:0.6s"))
+    (clip,) = foot.index.clips("training")
+    assert clip.n_frames == 4 and clip.frame_files is not None and foot.size == (24, 32)
+    from amsrc.data.readers import read_image
+
+    assert abs(int(read_image(clip.frame_files[0]).mean()) - 40) <= 2  # frame 2 of the video
+
+
+def _fr(score: float):
+    from amsrc.stream import FrameResult
+
+    z = np.zeros(0)
+    return FrameResult(0, score, score, None, np.zeros((0, 4), np.int32), z, z, z, z, 0.0)
+
+
+def test_event_detector_hysteresis():
+    from amsrc.alerts import EventDetector
+
+    scores = [0] * 10 + [5, 5] + [0] * 5 + [5] * 6 + [0.6, 0.6, 0] + [0] * 10
+    det = EventDetector(threshold=1.0, threshold_low=0.5, min_frames=3, end_frames=5)
+    lines = []
+    for i, s in enumerate(scores):
+        lines += [(i, e) for e in det.push(i, i / 25, _fr(s))]
+    lines += [(len(scores), e) for e in det.close(len(scores) - 1, 0.0)]
+    # the 2-frame spike at 10-11 is no event; 17..22 is, plus 23-24 above the low threshold
+    assert [(i, e["type"]) for i, e in lines] == [(19, "event_start"), (29, "event_end")]
+    s, e = lines[0][1], lines[1][1]
+    assert s["start_frame"] == 17 and s["delay_frames"] == 2
+    assert (e["start_frame"], e["end_frame"], e["peak_frame"]) == (17, 24, 17)
+
+
+def test_score_writes_overlay_and_report(fitted, tmp_path, capsys):
+    import av
+
+    from amsrc.cli import main
+
+    ov, rep = tmp_path / "o.mp4", tmp_path / "r.html"
+    assert main(["score", str(fitted["model"]), str(fitted["test"]), "--jsonl", str(tmp_path / "s.jsonl"),
+                 "--overlay", str(ov), "--report", str(rep)]) == 0
+    with av.open(str(ov)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == N_TEST
+    html = rep.read_text()
+    assert "event 1: frames" in html and "data:image/png;base64," in html
+    err = capsys.readouterr().err
+    assert f"overlay video: {ov}" in err and f"report: {rep}" in err
