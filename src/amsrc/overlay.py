@@ -10,13 +10,13 @@ absolute ``ramp`` rather than a ratio.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from amsrc.errors import ConfigError, DataError
+from amsrc.utils import temp_beside
 
 RED = (255, 0, 0)
 GREEN = (0, 200, 0)
@@ -64,10 +64,7 @@ class OverlayWriter:
         self.heat_alpha = float(heat_alpha)
         self.frames_written = 0
         self._enc_hw = (h + h % 2, w + w % 2)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = temp_beside(self.path)
         self._container = None
         try:
             self._container = av.open(str(self._tmp), mode="w", format=fmt)
