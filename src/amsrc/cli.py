@@ -20,12 +20,17 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
     index = load_dataset(Path(args.root), layout=args.layout, deep=getattr(args, "deep", False))
     print(f"{index.root}: layout {index.layout}")
+    _print_summary(index, masks=True)
+    return 0
+
+
+def _print_summary(index, masks: bool = False) -> None:
+    """Per split: clips, frames, anomalous frames (and how many clips have pixel masks)."""
     for split, row in index.summary().items():
         anomalous = "unlabelled" if row["anomalous"] is None else f"{row['anomalous']} anomalous"
-        n_masks = sum(c.masks is not None for c in index.clips(split))
-        masks = f"  pixel masks for {n_masks} clips" if n_masks else ""
-        print(f"  {split:9s} {row['clips']:4d} clips  {row['frames']:7d} frames  {anomalous}{masks}")
-    return 0
+        n_masks = sum(c.masks is not None for c in index.clips(split)) if masks else 0
+        with_masks = f"  pixel masks for {n_masks} clips" if n_masks else ""
+        print(f"  {split:9s} {row['clips']:4d} clips  {row['frames']:7d} frames  {anomalous}{with_masks}")
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
@@ -36,9 +41,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     index = write_scene(out, seed=args.seed)
     verb = "found the same synthetic scene (not rewritten) in" if reused else "wrote synthetic scene to"
     print(f"{verb} {out} (seed {args.seed}; see README.txt there)")
-    for split, row in index.summary().items():
-        anomalous = "unlabelled" if row["anomalous"] is None else f"{row['anomalous']} anomalous"
-        print(f"  {split:9s} {row['clips']:4d} clips  {row['frames']:7d} frames  {anomalous}")
+    _print_summary(index)
     return 0
 
 
