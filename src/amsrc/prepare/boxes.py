@@ -29,6 +29,7 @@ import numpy as np
 
 from amsrc.config import BoxConfig
 from amsrc.errors import ConfigError, DataError
+from amsrc.prepare.flow import check_gray_pair
 
 BOX_METHODS = ("diff", "mog2", "flow")
 
@@ -180,12 +181,7 @@ class BoxDetector:
     def __call__(self, prev_gray: np.ndarray, cur_gray: np.ndarray, flow: np.ndarray | None = None) -> np.ndarray:
         import cv2
 
-        for name, img in (("prev_gray", prev_gray), ("cur_gray", cur_gray)):
-            if not isinstance(img, np.ndarray) or img.ndim != 2 or img.dtype != np.uint8:
-                got = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
-                raise DataError(None, f"boxes: {name} must be an (H, W) uint8 grey frame, got {got}")
-        if prev_gray.shape != cur_gray.shape:
-            raise DataError(None, f"boxes: frames differ in size {prev_gray.shape} vs {cur_gray.shape}")
+        check_gray_pair(prev_gray, cur_gray, who="boxes")
         cfg = self.cfg
         H, W = cur_gray.shape
         mask = self._motion_mask(prev_gray, cur_gray, flow)

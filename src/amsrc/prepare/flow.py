@@ -27,13 +27,14 @@ FLOW_METHODS = ("dis", "farneback", "tvl1", "raft")
 DIS_PRESETS = ("ultrafast", "fast", "medium", "fine")
 
 
-def _check_pair(prev_gray: np.ndarray, cur_gray: np.ndarray) -> None:
+def check_gray_pair(prev_gray: np.ndarray, cur_gray: np.ndarray, who: str = "flow") -> None:
+    """Frames t-1 and t must be (H, W) uint8 grey of one size; ``who`` names the caller in the error."""
     for name, img in (("prev_gray", prev_gray), ("cur_gray", cur_gray)):
         if not isinstance(img, np.ndarray) or img.ndim != 2 or img.dtype != np.uint8:
             got = f"{img.dtype} array of shape {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
-            raise DataError(None, f"flow: {name} must be an (H, W) uint8 grey frame, got {got}")
+            raise DataError(None, f"{who}: {name} must be an (H, W) uint8 grey frame, got {got}")
     if prev_gray.shape != cur_gray.shape:
-        raise DataError(None, f"flow: frames differ in size {prev_gray.shape} vs {cur_gray.shape}")
+        raise DataError(None, f"{who}: frames differ in size {prev_gray.shape} vs {cur_gray.shape}")
 
 
 def set_cv2_threads(threads: int) -> None:
@@ -50,7 +51,7 @@ class FlowEstimator:
     method: str = ""
 
     def __call__(self, prev_gray: np.ndarray, cur_gray: np.ndarray) -> np.ndarray:
-        _check_pair(prev_gray, cur_gray)
+        check_gray_pair(prev_gray, cur_gray)
         flow = self._compute(np.ascontiguousarray(prev_gray), np.ascontiguousarray(cur_gray))
         return np.ascontiguousarray(flow, dtype=np.float32)
 
