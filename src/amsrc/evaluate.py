@@ -141,8 +141,11 @@ def _plot_top_objects(detector, store, split, clips, out_png: Path, top_k: int) 
     rows: list[dict] = []
     model = detector.model_
     model.eval()
+    loaded = {}  # each clip's shards are opened (and CRC-checked) once
     for s, name, i in cand[:top_k]:
-        cubes = store.load(split, name)
+        if name not in loaded:
+            loaded[name] = store.load(split, name)
+        cubes = loaded[name]
         app, flow = cubes.appearance[i:i + 1], cubes.flow[i:i + 1]
         app_in, target, flow_in = to_tensors(app, flow, detector.preset_.model.flow_scale,
                                              channels_last=uses_channels_last(model))
