@@ -46,7 +46,7 @@ def write_video(path: str | Path, frames: np.ndarray, codec: str = "mjpeg", fps:
 
 def write_image_folder(folder: str | Path, frames: np.ndarray, ext: str = ".png", start: int = 0,
                        digits: int = 3, prefix: str = "") -> list[Path]:
-    """Write frames as ``<prefix><number><ext>`` numbered from ``start``."""
+    """Write RGB (h, w, 3) or grey (h, w) frames as ``<prefix><number><ext>`` numbered from ``start``."""
     import cv2
 
     folder = Path(folder)
@@ -54,7 +54,7 @@ def write_image_folder(folder: str | Path, frames: np.ndarray, ext: str = ".png"
     paths = []
     for k, img in enumerate(frames):
         p = folder / f"{prefix}{start + k:0{digits}d}{ext}"
-        ok, buf = cv2.imencode(ext, np.ascontiguousarray(img[:, :, ::-1]))
+        ok, buf = cv2.imencode(ext, np.ascontiguousarray(img if img.ndim == 2 else img[:, :, ::-1]))
         assert ok
         p.write_bytes(buf.tobytes())
         paths.append(p)
@@ -64,18 +64,8 @@ def write_image_folder(folder: str | Path, frames: np.ndarray, ext: str = ".png"
 def write_mask_folder(folder: str | Path, masks: np.ndarray, ext: str = ".png", start: int = 0,
                       digits: int = 3, prefix: str = "") -> list[Path]:
     """Write (n, h, w) bool masks as 0/255 grey images."""
-    import cv2
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for k, m in enumerate(masks):
-        p = folder / f"{prefix}{start + k:0{digits}d}{ext}"
-        ok, buf = cv2.imencode(ext, (np.asarray(m) != 0).astype(np.uint8) * 255)
-        assert ok
-        p.write_bytes(buf.tobytes())
-        paths.append(p)
-    return paths
+    grey = [(np.asarray(m) != 0).astype(np.uint8) * 255 for m in masks]
+    return write_image_folder(folder, grey, ext, start, digits, prefix)
 
 
 def masks_for(labels: np.ndarray, h: int = 48, w: int = 64) -> np.ndarray:

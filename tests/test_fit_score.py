@@ -211,20 +211,12 @@ def test_auto_preset_scales_boxes_like_the_named_presets():
 
 
 def test_video_range_becomes_a_frame_folder(tmp_path):
-    import av
+    from helpers_video import write_video
 
     from amsrc.fit import build_footage, parse_range
 
-    path = tmp_path / "v.mkv"
-    with av.open(str(path), "w") as c:
-        st = c.add_stream("ffv1", rate=10)
-        st.width, st.height, st.pix_fmt = 32, 24, "yuv420p"
-        for i in range(12):
-            img = np.full((24, 32, 3), 20 * i, np.uint8)
-            for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(pkt)
-        for pkt in st.encode():
-            c.mux(pkt)
+    path = write_video(tmp_path / "v.mkv", np.stack([np.full((24, 32, 3), 20 * i, np.uint8) for i in range(12)]),
+                       codec="ffv1", fps=10)
     foot = build_footage([path], tmp_path / "work", parse_range("0.2s:0.6s"))
     (clip,) = foot.index.clips("training")
     assert clip.n_frames == 4 and clip.frame_files is not None and foot.size == (24, 32)

@@ -112,20 +112,13 @@ def test_stdin_source_frames_and_partial_tail():
 
 
 def test_video_source_matches_reader_and_unreachable_url_gives_up(tmp_path):
-    import av
+    from helpers_video import write_video
 
     from amsrc.data.readers import iter_video
     from amsrc.sources import AVSource, open_source
 
-    path = tmp_path / "v.mkv"
-    with av.open(str(path), "w") as c:
-        st = c.add_stream("ffv1", rate=10)
-        st.width, st.height, st.pix_fmt = 32, 24, "yuv420p"
-        for i in range(6):
-            for pkt in st.encode(av.VideoFrame.from_ndarray(np.full((24, 32, 3), 30 * i, np.uint8), format="rgb24")):
-                c.mux(pkt)
-        for pkt in st.encode():
-            c.mux(pkt)
+    path = write_video(tmp_path / "v.mkv", np.stack([np.full((24, 32, 3), 30 * i, np.uint8) for i in range(6)]),
+                       codec="ffv1", fps=10)
     src = open_source(str(path))
     got = list(src)
     ref = list(iter_video(path))
