@@ -341,3 +341,20 @@ def test_box_recall_frame_exact_counts():
     # boxes partly outside the frame are clipped; B covered by a box hanging off the edge
     assert box_recall_frame(m, np.array([[38, 28, 200, 200]])) == (1, 2)
     assert box_recall_frame(m, np.array([[10, 10, 14, 20]]), min_cover=0.4) == (1, 2)
+
+
+def test_partly_visible_objects_at_the_border_are_dropped():
+    # a sliver entering at the left border (8 px wide) and a whole object inside the frame
+    sliver, whole = _texture(30, 8, seed=7), _texture(30, 20, seed=8)
+    a = _scene([(whole, 100, 40)])
+    b = _scene([(sliver, 0, 40), (whole, 103, 40)])
+    kept = make_box_detector(BoxConfig(margin=2, edge_min_side=0))(a, b, None)
+    assert len(kept) == 2 and kept[:, 0].min() == 0  # off: the sliver is a box
+    cut = make_box_detector(BoxConfig(margin=2, edge_min_side=16))(a, b, None)
+    assert len(cut) == 1 and cut[0, 0] > 90  # on: only the whole object is left
+    # a box of the same width away from the border is kept
+    c = _scene([])
+    d = _scene([(sliver, 50, 40)])
+    assert len(make_box_detector(BoxConfig(margin=2, edge_min_side=16, min_area=0))(c, d, None)) == 1
+    with pytest.raises(ConfigError, match="edge_min_side"):
+        make_box_detector(BoxConfig(edge_min_side=-1))

@@ -24,9 +24,9 @@ torch.set_num_threads(1)
 TINY = ModelConfig.WIDTH_PRESETS["tiny"]
 
 
-def _model(variant="amsrc", widths=TINY, channels=1, seed=0):
+def _model(variant="amsrc", widths=TINY, channels=1, seed=0, standardise=True):
     torch.manual_seed(seed)
-    return build_model(ModelConfig(variant=variant, widths=widths), channels, 32)
+    return build_model(ModelConfig(variant=variant, widths=widths, standardise=standardise), channels, 32)
 
 
 def _cubes(n, channels=1, seed=0):
@@ -60,7 +60,8 @@ def test_shapes_and_finite(variant, preset):
             assert model.motion is None
         else:
             assert out.y.shape == (2, widths[3] * 16) and torch.isfinite(out.y).all()
-            assert (out.y >= 0).all()  # ReLU at the end of the motion encoder
+            raw = _model(variant, widths, channels, standardise=False)(app, flow)
+            assert (raw.y >= 0).all()  # ReLU at the end of the motion encoder
 
 
 def test_gradients_finite_every_variant():
@@ -84,8 +85,25 @@ def test_fusion_formula(variant, fuse):
         expected = torch.sigmoid(model.out(h))
         out = model(app, flow)
     torch.testing.assert_close(out.pred, expected, rtol=0, atol=0)
-    torch.testing.assert_close(out.x, x.flatten(1), rtol=0, atol=0)
-    torch.testing.assert_close(out.y, y.flatten(1), rtol=0, atol=0)
+    # x, y come out standardised with the running statistics (eval mode)
+    for got, raw, bn in ((out.x, x, model.std_x), (out.y, y, model.std_y)):
+        want = (raw.flatten(1) - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_standardised_bottlenecks():
+    """A constant bottleneck cannot make the consistency vanish: in training, x and y are standardised
+    per feature over the batch; the fusion and the prediction see the raw bottlenecks."""
+    app, flow = torch.rand(16, 4, 32, 32), torch.randn(16, 8, 32, 32)
+    std, raw = _model(standardise=True).train(), _model(standardise=False).train()
+    out, ref = std(app, flow), raw(app, flow)
+    torch.testing.assert_close(out.pred, ref.pred, rtol=0, atol=0)
+    for got, r in ((out.x, ref.x), (out.y, ref.y)):
+        live = r.var(0, unbiased=False) > 1e-2  # not ~constant (BN eps 1e-5 is then negligible)
+        assert live.sum() > 0
+        torch.testing.assert_close(got.mean(0), torch.zeros_like(got[0]), rtol=0, atol=1e-5)
+        torch.testing.assert_close(got[:, live].var(0, unbiased=False), torch.ones(int(live.sum())), rtol=0, atol=1e-2)
+    assert _model("baseline").std_x is None
 
 
 def test_bad_model_settings():

@@ -83,6 +83,7 @@ def auto_preset(height: int, width: int, fps: float | None, base: str = "default
     b.close_h = _nearest_odd(b.close_h * s)
     b.min_area = int(round(b.min_area * s * s))
     b.margin = max(1, int(round(b.margin * s)))
+    b.edge_min_side = int(round(b.edge_min_side * s))
     flow_note = f"flow DIS {p.prepare.flow.dis_preset}"
     if height * width > LARGE_FRAME_PX and p.prepare.flow.method == "dis":
         # Real time at 25 fps leaves < 40 ms a frame; DIS "fine" alone takes ~33 ms at 1280x720 on one

@@ -106,7 +106,8 @@ class MotionEncoder(nn.Sequential):
 class AMSRCNet(nn.Module):
     """The network. ``fusion``: "gate" (x + sigmoid(x) * y), "add" (x + y) or None (appearance only)."""
 
-    def __init__(self, channels: int, widths: tuple[int, int, int, int], fusion: str | None):
+    def __init__(self, channels: int, widths: tuple[int, int, int, int], fusion: str | None,
+                 standardise: bool = False, bottleneck_dim: int | None = None):
         super().__init__()
         if fusion not in ("gate", "add", None):
             raise ConfigError(f"unknown fusion {fusion!r}; expected 'gate', 'add' or None")
@@ -118,6 +119,15 @@ class AMSRCNet(nn.Module):
         self.up2 = Up(w2, w1)
         self.up3 = Up(w1, w0)
         self.out = nn.Conv2d(w0, channels, 1)
+        # Standardised consistency: x and y are returned per-feature standardised (batch statistics
+        # in training, running training statistics in eval), so a constant bottleneck cannot make
+        # 1 - cos(x, y) vanish. The fusion still sees the raw bottlenecks.
+        self.std_x = self.std_y = None
+        if standardise and fusion is not None:
+            if bottleneck_dim is None:
+                raise ConfigError("standardise needs the bottleneck size")
+            self.std_x = nn.BatchNorm1d(bottleneck_dim, affine=False)
+            self.std_y = nn.BatchNorm1d(bottleneck_dim, affine=False)
 
     def forward(self, app_in: torch.Tensor, flow_in: torch.Tensor | None = None) -> NetOutput:
         s0, s1, s2, x = self.appearance(app_in)
@@ -133,7 +143,24 @@ class AMSRCNet(nn.Module):
         h = self.up2(h, s1)
         h = self.up3(h, s0)
         pred = torch.sigmoid(self.out(h))
-        return NetOutput(pred, x.flatten(1), None if y is None else y.flatten(1))
+        x, y = x.flatten(1), None if y is None else y.flatten(1)
+        if self.std_x is not None:
+            x, y = self.std_x(x), self.std_y(y)
+        return NetOutput(pred, x, y)
+
+    def encode(self, app_in: torch.Tensor, flow_in: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The (x, y) that :meth:`forward` returns (same flatten and standardisation), without the
+        decoder: for scores that need no prediction (S_f = 1 - cos(x, y))."""
+        x = self.appearance(app_in)[-1]
+        y = None
+        if self.motion is not None:
+            if flow_in is None:
+                raise ValueError("this variant needs flow_in")
+            y = self.motion(flow_in).flatten(1)
+        x = x.flatten(1)
+        if self.std_x is not None:
+            x, y = self.std_x(x), self.std_y(y)
+        return x, y
 
 
 # ---------------------------------------------------------------- variant registry
@@ -164,13 +191,15 @@ def resolve_widths(widths: tuple[int, ...]) -> tuple[int, int, int, int]:
 @register_variant
 def amsrc(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:
     """Full AMSRC-Net: gated fusion x + sigmoid(x) * y."""
-    return AMSRCNet(channels, resolve_widths(cfg.widths), fusion="gate")
+    w = resolve_widths(cfg.widths)
+    return AMSRCNet(channels, w, fusion="gate", standardise=cfg.standardise, bottleneck_dim=w[3] * (cube_size // 8) ** 2)
 
 
 @register_variant
 def nogate(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:
     """Ablation "w/o gated fusion": the two bottlenecks are added."""
-    return AMSRCNet(channels, resolve_widths(cfg.widths), fusion="add")
+    w = resolve_widths(cfg.widths)
+    return AMSRCNet(channels, w, fusion="add", standardise=cfg.standardise, bottleneck_dim=w[3] * (cube_size // 8) ** 2)
 
 
 @register_variant

@@ -20,7 +20,11 @@ Steps:
      ``split_min_height``). This stops a crowd that touches in the image from becoming one
      giant box (which would later look like one large abnormal object);
   5. filters: min area, max area (fraction of the frame), max aspect; overlap merge (IoU);
-     margin; clip to the frame.
+     margin; clip to the frame;
+  6. partly visible objects (optional, ``edge_min_side``): a box touching the left or right
+     border narrower than that, or the top or bottom border shorter than that, is dropped. Such
+     a sliver of an object entering or leaving the view is stretched several times when it is
+     resized to the cube side, and its crop cannot be predicted from the previous frames.
 """
 
 from __future__ import annotations
@@ -45,8 +49,8 @@ def _check_cfg(cfg: BoxConfig) -> None:
         raise ConfigError(f"box closing kernel must be at least 1x1, got {cfg.close_w}x{cfg.close_h}")
     if "mog2" in parts and cfg.mog2_history < 1:
         raise ConfigError(f"mog2_history must be >= 1, got {cfg.mog2_history}")
-    if cfg.margin < 0 or cfg.min_area < 0:
-        raise ConfigError("box margin and min_area must be >= 0")
+    if cfg.margin < 0 or cfg.min_area < 0 or cfg.edge_min_side < 0:
+        raise ConfigError("box margin, min_area and edge_min_side must be >= 0")
     if not 0.0 < cfg.max_area_frac <= 1.0:
         raise ConfigError(f"max_area_frac must be in (0, 1], got {cfg.max_area_frac}")
     if cfg.max_aspect < 1.0:
@@ -215,6 +219,11 @@ class BoxDetector:
         b = b + np.array([-m, -m, m, m])
         b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, W)
         b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, H)
+        e = int(cfg.edge_min_side)
+        if e > 0 and len(b):
+            w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+            partial = (((b[:, 0] == 0) | (b[:, 2] == W)) & (w < e)) | (((b[:, 1] == 0) | (b[:, 3] == H)) & (h < e))
+            b = b[~partial]
         # a stable order: top to bottom, left to right
         b = b[np.lexsort((b[:, 0], b[:, 1]))]
         return np.ascontiguousarray(b, dtype=np.int32).reshape(-1, 4)
