@@ -8,7 +8,9 @@ For each variant it runs the whole pipeline (`amsrc run --preset ped2`: prepare,
 last-epoch model, no test label used for any choice); the first variant starts from an empty
 ``--out`` so its wall time is that of a whole run. Then it measures:
 - end-to-end scoring frames/s over all Ped2 test frames (read JPEG -> flow -> boxes -> cubes ->
-  network -> frame score, one frame at a time as a live stream, a frame's objects in one batch);
+  network -> frame score, a frame's objects in one batch): live (frame by frame, with a per-stage
+  breakdown) and file throughput (reading and CPU stages in a thread overlapping the network);
+  ``--stream-only --model PATH`` measures only this (``--stream-clips N``: the first N test clips);
 - training samples/s of each width preset (2 epochs over ``--speed-cubes`` training cubes, the
   second epoch timed) and scoring objects/s;
 - peak resident memory of the process.
@@ -49,25 +51,125 @@ def _machine(device: str) -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
 
 
-def stream_speed(model_path: Path, data: Path, device: str) -> dict:
-    """Score every Ped2 test frame as a live stream; frames/s over the whole test split."""
+class _Stages:
+    """Per-stage wall time of a live StreamScorer by wrapping its flow, box detector, cube extractor,
+    input conversion and network call (a few µs per frame): read (decode the JPEG), flow, boxes,
+    crops (cube crops and resizes, grey conversion), inputs (cubes -> float tensors), network
+    (encoders or the whole net, S_f/S_p, combine), rest (speeds, smoothing, result)."""
+
+    NAMES = ("read", "flow", "boxes", "crops", "inputs", "network", "rest")
+
+    def __init__(self, scorer):
+        self.t = dict.fromkeys(self.NAMES + ("extract", "total"), 0.0)
+        ex, det = scorer.extractor, scorer.detector
+        ex.flow = self._wrap(ex.flow, "flow")
+        box = ex.box_detector
+        wrapped = self._wrap(box, "boxes")
+
+        class _Box:  # keeps the detector's reset()
+            def __call__(self_, *a):
+                return wrapped(*a)
+
+            def reset(self_):
+                if hasattr(box, "reset"):
+                    box.reset()
+
+        ex.box_detector = _Box()
+        ex.push = self._wrap(ex.push, "extract")
+        det.network_inputs = self._wrap(det.network_inputs, "inputs")
+        det.score_cubes = self._wrap(det.score_cubes, "network")
+
+    def _wrap(self, fn, name):
+        def run(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.t[name] += time.perf_counter() - t0
+        return run
+
+    def ms_per_frame(self, n: int) -> dict:
+        t = self.t
+        out = {"read": t["read"], "flow": t["flow"], "boxes": t["boxes"],
+               "crops": t["extract"] - t["flow"] - t["boxes"], "inputs": t["inputs"], "network": t["network"],
+               "rest": t["total"] - t["extract"] - t["inputs"] - t["network"]}
+        return {k: round(1000 * v / max(n, 1), 3) for k, v in out.items()}
+
+
+def stream_speed(model_path: Path, data: Path, device: str, n_clips: int | None = None) -> dict:
+    """End-to-end scoring of the Ped2 test frames (read JPEG -> flow -> boxes -> cubes -> network ->
+    frame score), torch and OpenCV on one thread each (``amsrc score``'s defaults):
+
+    - live: ``StreamScorer.push`` frame by frame, the frame read before it (lowest latency), with a
+      per-stage breakdown (ms per frame);
+    - throughput: ``StreamScorer.score_frames`` (how ``amsrc score`` runs files and folders): reading
+      and the CPU stages in a thread, the network in this one.
+    Both give the same raw scores (checked). Each frame's objects are one network batch.
+    """
+    import cv2
+    import torch
+
     from amsrc.data.layouts import load_dataset
     from amsrc.data.readers import open_clip
     from amsrc.detector import AMSRC
     from amsrc.stream import StreamScorer
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     det = AMSRC.load(model_path, device=device)
-    scorer = StreamScorer(det)
-    per_frame, n, t0 = [], 0, time.perf_counter()
-    for clip in load_dataset(data).clips("testing"):
-        scorer.reset()
-        for frame in open_clip(clip).iter_frames():
-            r = scorer.push(frame)
-            per_frame.append(r.seconds)
-            n += 1
-    wall = time.perf_counter() - t0
-    return {"frames": n, "wall_s": wall, "frames_per_s": n / wall,
-            "median_ms_per_frame_excl_read": 1000 * float(np.median(per_frame))}
+    cv2.setNumThreads(1)  # the preset's flow threads; set again after loading
+    clips = load_dataset(data).clips("testing")[:n_clips]
+    out: dict = {"clips": len(clips), "torch_threads": 1, "cv2_threads": 1}
+    try:
+        scorer = StreamScorer(det)
+        out["decoder_run"] = scorer.need_pred
+        stages = _Stages(scorer)
+        raw_live, n, objects = [], 0, 0
+        t0 = time.perf_counter()
+        for clip in clips:
+            scorer.reset()
+            frames = iter(open_clip(clip).iter_frames())
+            while True:
+                ta = time.perf_counter()
+                frame = next(frames, None)
+                tb = time.perf_counter()
+                stages.t["read"] += tb - ta
+                if frame is None:
+                    break
+                r = scorer.push(frame)
+                stages.t["total"] += time.perf_counter() - tb
+                raw_live.append(r.raw)
+                objects += len(r.boxes)
+                n += 1
+        wall = time.perf_counter() - t0
+        out["frames"], out["objects_per_frame"] = n, objects / max(n, 1)
+        out["live"] = {"wall_s": wall, "frames_per_s": n / wall, "ms_per_frame": stages.ms_per_frame(n)}
+
+        scorer = StreamScorer(det)
+        raw_thr = []
+        t0 = time.perf_counter()
+        for clip in clips:
+            scorer.reset()
+            raw_thr.extend(r.raw for r in scorer.score_frames(open_clip(clip).iter_frames()))
+        wall = time.perf_counter() - t0
+        out["throughput"] = {"wall_s": wall, "frames_per_s": len(raw_thr) / wall}
+        out["same_scores"] = raw_thr == raw_live
+        if not out["same_scores"]:
+            raise AssertionError("throughput mode scored differently from live mode")
+    finally:
+        torch.set_num_threads(threads)
+    out["frames_per_s"] = out["throughput"]["frames_per_s"]
+    return out
+
+
+def _stream_lines(s: dict) -> list[str]:
+    ms = s["live"]["ms_per_frame"]
+    return [
+        f"  live (frame by frame) {s['live']['frames_per_s']:.1f} frames/s; file throughput "
+        f"{s['throughput']['frames_per_s']:.1f} frames/s ({s['frames']} frames, {s['objects_per_frame']:.1f} "
+        f"objects/frame, decoder {'run' if s['decoder_run'] else 'skipped (w_p = 0)'})",
+        "  live ms/frame: " + ", ".join(f"{k} {v:.2f}" for k, v in ms.items()),
+    ]
 
 
 def train_speed(store_dir: Path, device: str, n_cubes: int) -> list[dict]:
@@ -115,11 +217,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--speed-cubes", type=int, default=2048, help="training cubes for the per-width speed rows")
     ap.add_argument("--keep", action="store_true", help="reuse what is in --out (wall time is then not a whole run)")
+    ap.add_argument("--stream-only", action="store_true",
+                    help="only the end-to-end scoring speed of --model; writes OUT/stream.json")
+    ap.add_argument("--model", help="with --stream-only: a model.pt (default OUT/train_<first variant>/model.pt)")
+    ap.add_argument("--stream-clips", type=int, default=None, help="with --stream-only: the first N test clips")
     args = ap.parse_args(argv)
 
     from amsrc.pipeline import format_result, run_pipeline
 
     out, data = Path(args.out), Path(args.data)
+    if args.stream_only:
+        from amsrc.utils import write_json_atomic
+
+        model = Path(args.model) if args.model else out / f"train_{args.variants.split(',')[0]}" / "model.pt"
+        s = stream_speed(model, data, args.device, args.stream_clips)
+        s["machine"] = _machine(args.device)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "stream.json", s)
+        print("\n".join(_stream_lines(s)))
+        return 0
     if out.exists() and not args.keep:
         shutil.rmtree(out)
     bench: dict = {"machine": _machine(args.device), "device": args.device, "data": str(data), "runs": {}}
@@ -138,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     first = args.variants.split(",")[0]
     print("end-to-end scoring (live stream over the Ped2 test frames) ...", flush=True)
     bench["stream"] = stream_speed(out / f"train_{first}" / "model.pt", data, args.device)
-    print(f"  {bench['stream']['frames_per_s']:.1f} frames/s", flush=True)
+    print("\n".join(_stream_lines(bench["stream"])), flush=True)
     print("training and scoring speed per width preset ...", flush=True)
     bench["widths"] = train_speed(out / "cubes", args.device, args.speed_cubes)
     bench["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -160,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     n_frames = sum(row["frames"] for row in load_dataset(data).summary().values())
     print(f"| prepare (flow, boxes, cubes), {args.workers} workers | {n_frames / max(first_run['prepare_s'], 1e-9):.0f} frames/s |"
           if bench["runs"][first]["whole_run"] else "| prepare | cached |")
-    print(f"| end-to-end scoring, one stream | {s['frames_per_s']:.0f} frames/s |")
+    print(f"| end-to-end scoring, live (frame by frame) | {s['live']['frames_per_s']:.0f} frames/s |")
+    print(f"| end-to-end scoring, file (CPU stages overlap the network) | {s['throughput']['frames_per_s']:.0f} frames/s |")
+    print("| live ms/frame: " + ", ".join(f"{k} {v:.1f}" for k, v in s["live"]["ms_per_frame"].items()) + " | |")
     for w in bench["widths"]:
         print(f"| train / score, widths {w['widths']} {tuple(w['channels'])} | "
               f"{w['train_samples_per_s']:.0f} samples/s / {w['score_objects_per_s']:.0f} objects/s |")

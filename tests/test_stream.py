@@ -190,3 +190,167 @@ def test_url_source_over_http_equals_file(tmp_path):
     ref = [f.rgb for f in open_source(str(path))]
     assert len(got) == len(ref) == 8 and all((a == b).all() for a, b in zip(got, ref))
     assert any("end of stream after frame 7" in m for m in msgs)
+
+
+# ---------------------------------------------------------------- encoder-only scoring, throughput mode
+def _detector_wp0(variant="amsrc", standardise=False):
+    """A tiny untrained detector whose score does not use the prediction (w_p = 0, like Ped2)."""
+    det = _detector()
+    p = det.preset_
+    p.model.variant, p.model.standardise = variant, standardise
+    p.score.w_f, p.score.w_p = 1.0, 0.0
+    from amsrc.model.network import build_model
+
+    det.model_ = build_model(p.model, p.prepare.channels, p.prepare.cube_size).eval()
+    return det
+
+
+def _multi_object_frames(n=30, h=48, w=64):
+    """(n, h, w, 3) uint8: a static textured background, one square always moving, a second one in
+    frames 10..19, so frames hold 0, 1 or 2 objects."""
+    rng = np.random.default_rng(3)
+    bg = rng.integers(60, 120, (h, w), dtype=np.uint8)
+    out = np.empty((n, h, w, 3), np.uint8)
+    for t in range(n):
+        f = bg.copy()
+        y = 2 + (2 * t) % (h - 14)  # vertical motion: the closing joins the leading and trailing edges
+        f[y:y + 10, 4:12] = 240
+        if 10 <= t < 20:
+            f[h - 14 - 2 * (t - 10):h - 2 - 2 * (t - 10), w - 14:w - 4] = 10
+        out[t] = f[..., None]
+    return out
+
+
+@pytest.mark.parametrize("variant,standardise", [("amsrc", False), ("amsrc", True), ("nogate", False), ("baseline", False)])
+def test_encode_equals_forward_bottlenecks(variant, standardise):
+    import torch
+
+    det = _detector_wp0(variant, standardise)
+    m = det.model_
+    if standardise:  # non-trivial running statistics
+        m.std_x.running_mean.uniform_(-1, 1)
+        m.std_y.running_var.uniform_(0.5, 2)
+    torch.manual_seed(1)
+    a, f = torch.rand(5, 4, 32, 32), torch.randn(5, 8, 32, 32)
+    with torch.inference_mode():
+        out = m(a, f)
+        x, y = m.encode(a, f)
+    assert torch.equal(x, out.x) and x.shape == (5, 64 * 16)
+    assert (y is None) if variant == "baseline" else torch.equal(y, out.y)
+
+
+def test_scores_without_decoder_equal_with_w_p_zero():
+    from amsrc.errors import ConfigError
+    from amsrc.stream import StreamScorer
+
+    det = _detector_wp0()
+    frames = list(_multi_object_frames())
+    full = StreamScorer(det, need_pred=True)
+    with_pred = [full.push(f) for f in frames]
+    auto = StreamScorer(det)
+    assert auto.need_pred is False
+    without = [auto.push(f) for f in frames]
+    assert sum(len(r.boxes) for r in without) > 25
+    for a, b in zip(with_pred, without):
+        assert a.raw == b.raw and a.score == b.score
+        np.testing.assert_array_equal(a.object_scores, b.object_scores)
+        np.testing.assert_array_equal(a.s_f, b.s_f)
+        assert np.isfinite(a.s_p).all() and np.isnan(b.s_p).all() and b.s_p.shape == a.s_p.shape
+    # direct: score_cubes with and without the decoder
+    obj = StreamScorer(det).extractor
+    got = [obj.push(f) for f in frames][-1]
+    c1, f1, p1 = det.score_cubes(got.appearance, got.flow)
+    c2, f2, p2 = det.score_cubes(got.appearance, got.flow, need_pred=False)
+    np.testing.assert_array_equal(c1, c2)
+    np.testing.assert_array_equal(f1, f2)
+    assert np.isnan(p2).all() and (p1 > 0).all()
+    with pytest.raises(ConfigError, match="w_p"):
+        StreamScorer(_detector(), need_pred=False)  # w_p = 0.5 needs the decoder
+    with pytest.raises(ConfigError, match="w_p"):
+        _detector().score_cubes(got.appearance, got.flow, need_pred=False)
+
+
+def test_explanation_without_s_p_names_no_appearance_cue():
+    from amsrc.alerts import explain
+    from amsrc.scoring import TrainStats
+    from amsrc.stream import FrameResult
+
+    r = FrameResult(t=0, raw=1.0, score=1.0, anomalous=True, boxes=np.zeros((2, 4), np.int32),
+                    object_scores=np.array([0.5, 1.0]), s_f=np.array([0.1, 0.9], np.float32),
+                    s_p=np.full(2, np.nan, np.float32), speed=np.array([1.0, 2.0], np.float32), seconds=0.0)
+    ex = explain(r, 1, TrainStats(0.5, 0.2, 1e9, 1.0), None)  # S_p would win by far were it computed
+    assert ex["cue"] == "motion" and ex["z_s_p"] is None and ex["z_s_f"] == 2.0
+    json.dumps(ex, allow_nan=False)
+
+
+def _fields(r):
+    return (r.t, r.raw, r.score, r.anomalous, r.boxes.tolist(), r.object_scores.tolist(), r.s_f.tolist(),
+            np.isnan(r.s_p).tolist(), np.nan_to_num(r.s_p).tolist(), r.speed.tolist())
+
+
+@pytest.mark.parametrize("w_p", [0.0, 0.5])
+def test_throughput_mode_equals_push(w_p):
+    from amsrc.stream import StreamScorer
+
+    det = _detector_wp0() if w_p == 0 else _detector()
+    frames = _multi_object_frames()
+    live = StreamScorer(det, threshold=0.0)
+    ref = [live.push(f) for f in frames]
+    counts = {len(r.boxes) for r in ref}
+    assert {0, 1, 2} <= counts  # frames with 0, 1 and several objects
+    thr = StreamScorer(det, threshold=0.0)
+    for depth in (1, 3):
+        thr.reset()
+        got = list(thr.score_frames(iter(frames), depth=depth))
+        assert [_fields(r) for r in got] == [_fields(r) for r in ref]
+
+
+def test_score_source_throughput_equals_live_with_restarts():
+    from amsrc.fit import FittedModel
+    from amsrc.sources import FrameSource, SourceFrame
+    from amsrc.stream import score_source
+
+    det = _detector_wp0()
+    frames = _multi_object_frames()
+    # a threshold in the middle of the raw scores, so that events start and end
+    from amsrc.stream import StreamScorer
+
+    raws = [StreamScorer(det).push(f).raw for f in frames]
+    thr = float(np.median(raws[4:]))
+
+    class Src(FrameSource):
+        name = "test"
+
+        def __iter__(self):
+            for i, f in enumerate(frames):
+                yield SourceFrame(i, i / 25, f, restart=(i == 17))
+
+    outs = {}
+    for mode in (False, True):
+        fm = FittedModel(det, threshold=thr, threshold_low=None, rule="test", frame_size=None, fps=None, speeds=None)
+        out, msgs = io.StringIO(), []
+        summ = score_source(fm, Src(), out, warn=msgs.append, throughput=mode, min_frames=1, end_frames=1)
+        assert summ.frames == len(frames)
+        outs[mode] = out.getvalue()
+    assert outs[True] == outs[False]
+    lines = [json.loads(s) for s in outs[True].splitlines()]
+    events = [e for e in lines if e["type"] == "event_end"]
+    assert events and all(e["explanation"]["z_s_p"] is None and e["explanation"]["cue"] != "appearance"
+                          for e in events)
+    # the restart at frame 17: no objects for the next 4 frames
+    assert [r["objects"] for r in lines if r["type"] == "frame"][17:21] == [0, 0, 0, 0]
+
+
+def test_score_cubes_with_inputs_made_ahead():
+    det = _detector()
+    from amsrc.stream import StreamScorer
+
+    ex = StreamScorer(det).extractor
+    obj = [ex.push(f) for f in _multi_object_frames()][14]
+    assert len(obj) >= 2
+    ref = det.score_cubes(obj.appearance, obj.flow)
+    got = det.score_cubes(obj.appearance, obj.flow, inputs=det.network_inputs(obj.appearance, obj.flow))
+    for a, b in zip(ref, got):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="inputs hold"):
+        det.score_cubes(obj.appearance[:1], obj.flow[:1], inputs=det.network_inputs(obj.appearance, obj.flow))

@@ -64,10 +64,11 @@ def explain(result, k: int, stats, speeds: SpeedStats | None) -> dict:
     from amsrc.scoring import zscore
 
     z_f = float(zscore(result.s_f[k], stats.s_f_mean, stats.s_f_std))
-    z_p = float(zscore(result.s_p[k], stats.s_p_mean, stats.s_p_std))
+    z_p = float(zscore(result.s_p[k], stats.s_p_mean, stats.s_p_std))  # NaN: S_p not computed (w_p = 0)
     sp = float(result.speed[k])
-    out = {"z_s_f": round(z_f, 3), "z_s_p": round(z_p, 3), "speed_px_per_frame": round(sp, 3)}
-    cands = {"motion": z_f, "appearance": z_p}
+    has_p = bool(np.isfinite(z_p))
+    out = {"z_s_f": round(z_f, 3), "z_s_p": round(z_p, 3) if has_p else None, "speed_px_per_frame": round(sp, 3)}
+    cands = {"motion": z_f, "appearance": z_p} if has_p else {"motion": z_f}
     if speeds is not None:
         z_v = speeds.robust_z(sp)
         out["speed_percentile"] = round(speeds.percentile(sp), 2)

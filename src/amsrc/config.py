@@ -114,7 +114,8 @@ class Preset:
                 boxes=BoxConfig(**d["prepare"]["boxes"]),
                 **{k: v for k, v in d["prepare"].items() if k not in ("flow", "boxes")},
             ),
-            model=ModelConfig(**{**d["model"], "widths": tuple(d["model"]["widths"])}),
+            # checkpoints written before ``standardise`` existed used raw bottlenecks
+            model=ModelConfig(**{"standardise": False, **d["model"], "widths": tuple(d["model"]["widths"])}),
             train=TrainConfig(**d["train"]),
             score=ScoreConfig(**d["score"]),
         )

@@ -91,16 +91,35 @@ class AMSRC:
         if not hasattr(self, "model_"):
             raise ConfigError("this AMSRC is not fitted: call fit(...) or AMSRC.load(path) first")
 
-    def score_cubes(self, appearance, flow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Combined, S_f and S_p scores of cubes: appearance (N,5,S,S,C) uint8, flow (N,4,S,S,2) float16."""
+    def score_cubes(self, appearance, flow, need_pred: bool = True,
+                    inputs=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Combined, S_f and S_p scores of cubes: appearance (N,5,S,S,C) uint8, flow (N,4,S,S,2) float16.
+
+        ``need_pred=False`` skips the decoder (allowed only when the preset's w_p is 0, so the combined
+        score does not use S_p): the combined score and S_f are the same, S_p is NaN (not computed).
+        ``inputs``: the cubes' network inputs made ahead by :meth:`network_inputs` (same scores).
+        """
         from amsrc.inference import object_scores
         from amsrc.scoring import combine
 
         self._check_fitted()
         p = self.preset_
-        os_ = object_scores(self.model_, appearance, flow, p.model.flow_scale, device=self.device)
-        comb = combine(os_.s_f, os_.s_p, self.train_stats_, p.score.w_f, p.score.w_p)
+        if not need_pred and p.score.w_p != 0:
+            raise ConfigError(f"need_pred=False needs score weight w_p = 0 (the preset has w_p = {p.score.w_p})")
+        os_ = object_scores(self.model_, appearance, flow, p.model.flow_scale, device=self.device,
+                            need_pred=need_pred, inputs=inputs)
+        # with w_p = 0 combine() leaves S_p out; zeros stand in for the NaN of an uncomputed S_p
+        s_p = os_.s_p if need_pred else np.zeros_like(os_.s_p)
+        comb = combine(os_.s_f, s_p, self.train_stats_, p.score.w_f, p.score.w_p)
         return np.asarray(comb, dtype=np.float64), os_.s_f, os_.s_p
+
+    def network_inputs(self, appearance, flow):
+        """The network inputs (app_in, target, flow_in) float32 CPU tensors of cubes, for ``score_cubes(inputs=...)``:
+        lets another thread do the conversion (:func:`amsrc.inference.network_inputs`)."""
+        from amsrc.inference import network_inputs
+
+        self._check_fitted()
+        return network_inputs(self.model_, appearance, flow, self.preset_.model.flow_scale)
 
     def score_clip(self, clip) -> ClipScores:
         """Scores of one :class:`~amsrc.prepare.store.ClipCubes`."""
