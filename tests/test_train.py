@@ -72,9 +72,11 @@ def _log(path):
         return list(csv.DictReader(fh))
 
 
-def test_training_reduces_the_loss(tmp_path):
+@pytest.mark.parametrize("standardise", [False, True])
+def test_training_reduces_the_loss(tmp_path, standardise):
     app, flow = moving_squares(256)
     preset = tiny_preset(epochs=8, lr=4e-3, batch_size=16)
+    preset.model.standardise = standardise
     path = train_model([(app, flow)], preset, tmp_path, progress=False)
     rows = _log(tmp_path / "train_log.csv")
     assert [int(r["epoch"]) for r in rows] == list(range(1, 9))
@@ -89,9 +91,13 @@ def test_training_reduces_the_loss(tmp_path):
     s_p_init = object_scores(init, app, flow, preset.model.flow_scale).s_p.mean()
     stats = torch.load(path, weights_only=True)["train_stats"]
     assert stats["s_p_mean"] < 0.2 * s_p_init
-    # ... and below that of copying frame t-1 as the prediction: it learned the motion
+    # ... and, with the paper's raw bottlenecks, below that of copying frame t-1 as the prediction:
+    # it learned the motion. Standardised bottlenecks keep the consistency term active (it cannot
+    # collapse), and it competes with the prediction: here after 8 epochs S_p is 17.7 against 15.5
+    # for the copy (on Ped2 the final intensity loss is ~15% above the baseline variant's).
     copy_last = (((app[:, 4].astype(np.float64) - app[:, 3]) / 255) ** 2).sum(axis=(1, 2, 3)).mean()
-    assert stats["s_p_mean"] < 0.8 * copy_last
+    if not standardise:
+        assert stats["s_p_mean"] < 0.8 * copy_last
 
 
 def test_seeded_runs_are_identical(clips, tmp_path):
