@@ -34,6 +34,7 @@ def main() -> None:
     from amsrc.metrics import roc_auc
     from amsrc.prepare.store import CubeStore
     from amsrc.scoring import frame_scores, smooth, zscore
+    from amsrc.stream import last_flow_magnitudes
 
     run = Path(args.run_dir)
     det = AMSRC.load(run / f"train_{args.variant}" / "model.pt")
@@ -43,9 +44,8 @@ def main() -> None:
     cubes = {c.name: store.load("testing", c.name) for c in clips}
 
     def speed(c) -> np.ndarray:
-        f = np.asarray(cubes[c.name].flow[:, 3], dtype=np.float32)  # (N, S, S, 2) flow t-1 -> t
-        mag = np.sqrt((f ** 2).sum(-1)).reshape(len(f), -1)
-        return np.percentile(mag, 90, axis=1) if len(f) else np.zeros(0)
+        f = cubes[c.name].flow
+        return np.percentile(last_flow_magnitudes(f), 90, axis=1) if len(f) else np.zeros(0)
 
     cues = {
         "z(S_f)": lambda c: zscore(c.s_f, st.s_f_mean, st.s_f_std),

@@ -20,6 +20,7 @@ Writes ``OUT/benchmark.json`` and prints markdown tables.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import platform
 import resource
@@ -194,9 +195,8 @@ def train_speed(store_dir: Path, device: str, n_cubes: int) -> list[dict]:
         p.model.widths, p.train.epochs = widths, 2
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = train_model([(app, flow)], p, Path(tmp), device=device, progress=False)
-            last = (Path(tmp) / "train_log.csv").read_text().strip().splitlines()[-1].split(",")
-            header = (Path(tmp) / "train_log.csv").read_text().splitlines()[0].split(",")
-            sps = float(last[header.index("samples_per_s")])
+            with open(Path(tmp) / "train_log.csv", newline="") as fh:
+                sps = float(list(csv.DictReader(fh))[-1]["samples_per_s"])
             model, preset, _ = load_checkpoint(ckpt, device=device)
             object_scores(model, app[:512], flow[:512], preset.model.flow_scale, device=device)  # warm-up
             t0 = time.perf_counter()

@@ -57,13 +57,18 @@ class FrameResult:
         return int(np.argmax(self.object_scores)) if self.object_scores.size else None
 
 
+def last_flow_magnitudes(flow: np.ndarray) -> np.ndarray:
+    """Flow magnitude (pixels/frame) at every pixel of each cube's last flow (t-1 -> t):
+    (N, 4, S, S, 2) -> (N, S*S) float32."""
+    last = np.asarray(flow[:, -1], dtype=np.float32)  # (N, S, S, 2)
+    return np.sqrt((last ** 2).sum(-1)).reshape(len(last), -1)
+
+
 def object_speeds(flow: np.ndarray) -> np.ndarray:
     """Median flow magnitude (pixels/frame) of each cube's last flow (t-1 -> t): (N, 4, S, S, 2) -> (N,) float32."""
     if len(flow) == 0:
         return np.zeros(0, np.float32)
-    last = np.asarray(flow[:, -1], dtype=np.float32)  # (N, S, S, 2)
-    mag = np.sqrt((last ** 2).sum(-1)).reshape(len(last), -1)
-    return np.median(mag, axis=1).astype(np.float32)
+    return np.median(last_flow_magnitudes(flow), axis=1).astype(np.float32)
 
 
 @dataclass

@@ -107,7 +107,7 @@ class AMSRCNet(nn.Module):
     """The network. ``fusion``: "gate" (x + sigmoid(x) * y), "add" (x + y) or None (appearance only)."""
 
     def __init__(self, channels: int, widths: tuple[int, int, int, int], fusion: str | None,
-                 standardise: bool = False, bottleneck_dim: int | None = None):
+                 standardise: bool = False, cube_size: int = 32):
         super().__init__()
         if fusion not in ("gate", "add", None):
             raise ConfigError(f"unknown fusion {fusion!r}; expected 'gate', 'add' or None")
@@ -124,43 +124,42 @@ class AMSRCNet(nn.Module):
         # 1 - cos(x, y) vanish. The fusion still sees the raw bottlenecks.
         self.std_x = self.std_y = None
         if standardise and fusion is not None:
-            if bottleneck_dim is None:
-                raise ConfigError("standardise needs the bottleneck size")
-            self.std_x = nn.BatchNorm1d(bottleneck_dim, affine=False)
-            self.std_y = nn.BatchNorm1d(bottleneck_dim, affine=False)
+            dim = w3 * (cube_size // 8) ** 2  # flattened bottleneck (w3, S/8, S/8)
+            self.std_x = nn.BatchNorm1d(dim, affine=False)
+            self.std_y = nn.BatchNorm1d(dim, affine=False)
+
+    def _consistency_pair(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Bottleneck maps -> the (B, D) x, y that the consistency and S_f compare (flattened, and
+        standardised when the net was built with ``standardise``)."""
+        x, y = x.flatten(1), None if y is None else y.flatten(1)
+        if self.std_x is not None:
+            x, y = self.std_x(x), self.std_y(y)
+        return x, y
+
+    def _motion(self, flow_in: torch.Tensor | None) -> torch.Tensor | None:
+        if self.motion is None:
+            return None
+        if flow_in is None:
+            raise ValueError("this variant needs flow_in")
+        return self.motion(flow_in)
 
     def forward(self, app_in: torch.Tensor, flow_in: torch.Tensor | None = None) -> NetOutput:
         s0, s1, s2, x = self.appearance(app_in)
-        if self.motion is None:
-            y = None
+        y = self._motion(flow_in)
+        if y is None:
             fused = x
         else:
-            if flow_in is None:
-                raise ValueError("this variant needs flow_in")
-            y = self.motion(flow_in)
             fused = x + torch.sigmoid(x) * y if self.fusion == "gate" else x + y
         h = self.up1(fused, s2)
         h = self.up2(h, s1)
         h = self.up3(h, s0)
         pred = torch.sigmoid(self.out(h))
-        x, y = x.flatten(1), None if y is None else y.flatten(1)
-        if self.std_x is not None:
-            x, y = self.std_x(x), self.std_y(y)
-        return NetOutput(pred, x, y)
+        return NetOutput(pred, *self._consistency_pair(x, y))
 
     def encode(self, app_in: torch.Tensor, flow_in: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The (x, y) that :meth:`forward` returns (same flatten and standardisation), without the
         decoder: for scores that need no prediction (S_f = 1 - cos(x, y))."""
-        x = self.appearance(app_in)[-1]
-        y = None
-        if self.motion is not None:
-            if flow_in is None:
-                raise ValueError("this variant needs flow_in")
-            y = self.motion(flow_in).flatten(1)
-        x = x.flatten(1)
-        if self.std_x is not None:
-            x, y = self.std_x(x), self.std_y(y)
-        return x, y
+        return self._consistency_pair(self.appearance(app_in)[-1], self._motion(flow_in))
 
 
 # ---------------------------------------------------------------- variant registry
@@ -191,15 +190,13 @@ def resolve_widths(widths: tuple[int, ...]) -> tuple[int, int, int, int]:
 @register_variant
 def amsrc(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:
     """Full AMSRC-Net: gated fusion x + sigmoid(x) * y."""
-    w = resolve_widths(cfg.widths)
-    return AMSRCNet(channels, w, fusion="gate", standardise=cfg.standardise, bottleneck_dim=w[3] * (cube_size // 8) ** 2)
+    return AMSRCNet(channels, resolve_widths(cfg.widths), fusion="gate", standardise=cfg.standardise, cube_size=cube_size)
 
 
 @register_variant
 def nogate(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:
     """Ablation "w/o gated fusion": the two bottlenecks are added."""
-    w = resolve_widths(cfg.widths)
-    return AMSRCNet(channels, w, fusion="add", standardise=cfg.standardise, bottleneck_dim=w[3] * (cube_size // 8) ** 2)
+    return AMSRCNet(channels, resolve_widths(cfg.widths), fusion="add", standardise=cfg.standardise, cube_size=cube_size)
 
 
 @register_variant
