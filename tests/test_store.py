@@ -185,6 +185,24 @@ def test_store_layout_offsets_empty_frames_and_short_clip(data):
     assert r["found"] == r["frames_all_found"] == len(moving)
     assert report.box_area["max"] <= 0.25 * H * W
     json.dumps(report.to_dict())
+    # object labels: only the clip with masks has them; a cube is anomalous exactly when its box
+    # holds >= 20 pixels of the square's mask (its frame labels say nothing about this)
+    assert store.load("testing", "02").object_labels is None and store.load("training", "01").object_labels is None
+    masks = index.clips("testing")[0].masks
+    want = [int(masks.read(int(t))[y0:y1, x0:x1].sum() >= 20) for t, (x0, y0, x1, y1) in zip(te.frames, te.boxes)]
+    assert te.object_labels.dtype == np.uint8 and te.object_labels.tolist() == want and sum(want) == len(moving)
+
+
+def test_box_labels_count_mask_pixels_inside_each_box():
+    from amsrc.prepare.recall import box_labels
+
+    mask = np.zeros((20, 30), bool)
+    mask[5:10, 5:10] = True  # 25 pixels
+    boxes = np.array([[0, 0, 30, 20], [5, 5, 9, 10], [5, 5, 10, 9], [20, 0, 30, 20], [-5, -5, 40, 40]], np.int32)
+    # whole frame: 25; 4x5 = 20 (at the limit); 5x4 = 20; none; clipped to the frame: 25
+    assert box_labels(mask, boxes).tolist() == [1, 1, 1, 0, 1]
+    assert box_labels(mask, boxes, min_px=21).tolist() == [1, 0, 0, 0, 1]
+    assert box_labels(np.zeros((20, 30), bool), boxes).tolist() == [0] * 5
 
 
 def test_train_path_equals_live_path(data):

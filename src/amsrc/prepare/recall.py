@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+OBJECT_MIN_PX = 20  # a box holding at least this many anomalous mask pixels is an anomalous object (labels of cubes)
+
 
 def anomalous_objects(mask: np.ndarray, min_px: int = 20) -> np.ndarray:
     """(M, 4) int32 bounding boxes x0, y0, x1, y1 (x1, y1 exclusive) of the mask's components >= min_px."""
@@ -49,3 +51,20 @@ def box_recall_frame(
         if cover[y0:y1, x0:x1].mean() >= min_cover:
             found += 1
     return found, len(objects)
+
+
+def box_labels(mask: np.ndarray, boxes: np.ndarray, min_px: int = OBJECT_MIN_PX) -> np.ndarray:
+    """(K,) uint8: 1 where a box x0, y0, x1, y1 holds at least ``min_px`` anomalous pixels of the
+    (H, W) mask. The object-level label of a cube (object-level AUROC)."""
+    m = np.asarray(mask) != 0
+    out = np.zeros(len(boxes), np.uint8)
+    if not m.any():
+        return out
+    integral = np.pad(np.cumsum(np.cumsum(m, axis=0, dtype=np.int64), axis=1), ((1, 0), (1, 0)))
+    h, w = m.shape
+    for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, dtype=np.int64).reshape(-1, 4)):
+        x0, x1 = min(max(x0, 0), w), min(max(x1, 0), w)
+        y0, y1 = min(max(y0, 0), h), min(max(y1, 0), h)
+        n = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+        out[i] = n >= min_px
+    return out

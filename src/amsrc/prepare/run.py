@@ -58,8 +58,9 @@ class _Job:
     key: str
 
 
-def _recall_counts(clip: Clip, t: int, boxes: np.ndarray, frame_shape: tuple[int, int], acc: dict) -> None:
-    from amsrc.prepare.recall import box_recall_frame
+def _recall_counts(clip: Clip, t: int, boxes: np.ndarray, frame_shape: tuple[int, int], acc: dict) -> np.ndarray:
+    """Add frame t's box recall to ``acc``; return the (K,) object labels of its boxes."""
+    from amsrc.prepare.recall import box_labels, box_recall_frame
 
     mask = np.asarray(clip.masks.read(t))
     if mask.shape != frame_shape:
@@ -68,16 +69,18 @@ def _recall_counts(clip: Clip, t: int, boxes: np.ndarray, frame_shape: tuple[int
             f"pixel mask of frame {t} is {mask.shape[1]}x{mask.shape[0]} but the frames are "
             f"{frame_shape[1]}x{frame_shape[0]}",
         )
-    found, n = box_recall_frame(mask.astype(bool, copy=False), boxes)
+    mask = mask.astype(bool, copy=False)
+    found, n = box_recall_frame(mask, boxes)
     if n == 0:
-        return
+        return np.zeros(len(boxes), np.uint8)
     if t < MIN_FRAMES - 1:  # frames 0..3 have no cubes by design: counted apart
         acc["objects_first_frames"] += n
-        return
+        return np.zeros(len(boxes), np.uint8)
     acc["objects"] += n
     acc["found"] += found
     acc["anomalous_frames"] += 1
     acc["frames_all_found"] += int(found == n)
+    return box_labels(mask, boxes)
 
 
 def build_clip(job: _Job, progress: Callable[[int], None] | None = None) -> dict:
@@ -90,7 +93,9 @@ def build_clip(job: _Job, progress: Callable[[int], None] | None = None) -> dict
     extractor = CubeExtractor(job.cfg)
     writer = st.ClipWriter(Path(job.out), job.split, clip.name, job.cfg.cube_size, job.cfg.channels)
     recall = None
+    object_labels: list[np.ndarray] | None = None
     if clip.masks is not None:
+        object_labels = []
         recall = {"objects": 0, "found": 0, "anomalous_frames": 0, "frames_all_found": 0, "objects_first_frames": 0}
     try:
         reader = open_clip(clip)
@@ -106,7 +111,7 @@ def build_clip(job: _Job, progress: Callable[[int], None] | None = None) -> dict
                 raise
             writer.add(obj)
             if recall is not None:
-                _recall_counts(clip, t, obj.boxes, frame.shape[:2], recall)
+                object_labels.append(_recall_counts(clip, t, obj.boxes, frame.shape[:2], recall))
             pending += 1
             if progress is not None and pending >= _PROGRESS_EVERY:
                 progress(pending)
@@ -124,7 +129,8 @@ def build_clip(job: _Job, progress: Callable[[int], None] | None = None) -> dict
             "source": str(clip.source),
             "stats": {"seconds": round(time.perf_counter() - t0, 3), "recall": recall},
         }
-        return writer.commit(info, labels=clip.labels)
+        obj_labels = None if object_labels is None else np.concatenate([np.zeros(0, np.uint8), *object_labels])
+        return writer.commit(info, labels=clip.labels, object_labels=obj_labels)
     except BaseException:
         writer.abort()
         raise

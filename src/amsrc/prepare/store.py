@@ -9,6 +9,9 @@ Layout::
     STORE/<split>/<clip>/frames.npy       (N,) int32 frame index of each cube
     STORE/<split>/<clip>/offsets.npy      (n_frames + 1,) int64: cubes of frame t are [offsets[t], offsets[t+1])
     STORE/<split>/<clip>/labels.npy       (n_frames,) uint8, only when the clip has frame labels
+    STORE/<split>/<clip>/object_labels.npy (N,) uint8, only when the clip has pixel masks: 1 = the
+                                          cube's box holds >= 20 anomalous mask pixels
+                                          (amsrc.prepare.recall.OBJECT_MIN_PX)
     STORE/<split>/<clip>/done.json        written last: key, sizes, checksums, shapes, build stats
 
 Writing. A clip is built in a hidden temporary folder beside its final place (arrays are streamed to
@@ -49,10 +52,11 @@ from amsrc.errors import DataError
 from amsrc.prepare.cubes import CUBE_FORMAT, T_APPEARANCE, T_FLOW, FrameObjects
 from amsrc.utils import write_json_atomic
 
-STORE_FORMAT = 1  # bump when the on-disk layout changes
+STORE_FORMAT = 2  # bump when the on-disk layout changes (2: object_labels.npy)
 MANIFEST = "manifest.json"
 DONE = "done.json"
-ARRAYS = ("appearance", "flow", "boxes", "frames", "offsets")  # + "labels" when known
+ARRAYS = ("appearance", "flow", "boxes", "frames", "offsets")  # + "labels", "object_labels" when known
+OPTIONAL = ("labels", "object_labels")
 _HEADER_BYTES = 128  # fixed .npy header size of the streamed files (npy format 1.0)
 _CHUNK = 1 << 24  # bytes read at a time when checksumming
 
@@ -241,16 +245,20 @@ class ClipWriter:
         self.n_frames += 1
         self._streams["offsets"].append(np.array([self.n_cubes], np.int64))
 
-    def commit(self, info: dict, labels: np.ndarray | None = None) -> dict:
-        """Close the files, write done.json (``info`` + files) last, rename the shard into place."""
+    def commit(self, info: dict, labels: np.ndarray | None = None, object_labels: np.ndarray | None = None) -> dict:
+        """Close the files, write done.json (``info`` + files) last, rename the shard into place.
+
+        labels (n_frames,) frame labels and object_labels (n_cubes,) per-cube labels, where known."""
         files = {f"{k}.npy": s.close() for k, s in self._streams.items()}
-        if labels is not None:
-            labels = np.ascontiguousarray(labels, dtype=np.uint8)
-            if labels.shape != (self.n_frames,):
-                raise DataError(self.final, f"labels have shape {labels.shape}, expected ({self.n_frames},)")
-            ls = _NpyStream(self.tmp / "labels.npy", "|u1", ())
-            ls.append(labels)
-            files["labels.npy"] = ls.close()
+        for key, arr, n in (("labels", labels, self.n_frames), ("object_labels", object_labels, self.n_cubes)):
+            if arr is None:
+                continue
+            arr = np.ascontiguousarray(arr, dtype=np.uint8)
+            if arr.shape != (n,):
+                raise DataError(self.final, f"{key} have shape {arr.shape}, expected ({n},)")
+            ls = _NpyStream(self.tmp / f"{key}.npy", "|u1", ())
+            ls.append(arr)
+            files[f"{key}.npy"] = ls.close()
         done = {
             **info,
             "store_format": STORE_FORMAT,
@@ -364,6 +372,7 @@ class ClipCubes:
     frames: np.ndarray  # (N,) int32 frame index t of each cube, non-decreasing
     offsets: np.ndarray  # (n_frames + 1,) int64: cubes of frame t are [offsets[t], offsets[t+1])
     labels: np.ndarray | None  # (n_frames,) uint8 frame labels, None if unknown
+    object_labels: np.ndarray | None = None  # (N,) uint8 1 = the cube's box covers an anomalous object (pixel masks), None if unknown
 
     @property
     def n_cubes(self) -> int:
@@ -446,7 +455,7 @@ class CubeStore:
         entry = self._entry(split, name)
         folder = clip_dir(self.root, split, name)
         arrays: dict[str, np.ndarray | None] = {}
-        for key in (*ARRAYS, "labels"):
+        for key in (*ARRAYS, *OPTIONAL):
             fname = f"{key}.npy"
             if fname not in entry["files"]:
                 arrays[key] = None
@@ -475,4 +484,5 @@ class CubeStore:
             frames=np.asarray(arrays["frames"]),
             offsets=offsets,
             labels=None if arrays["labels"] is None else np.asarray(arrays["labels"]),
+            object_labels=None if arrays["object_labels"] is None else np.asarray(arrays["object_labels"]),
         )
