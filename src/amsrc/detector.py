@@ -27,6 +27,7 @@ class ClipScores:
     s_f: np.ndarray  # (N,) float32 raw 1 - cos(x, y)
     s_p: np.ndarray  # (N,) float32 raw squared prediction error
     labels: np.ndarray | None  # (n_frames,) uint8 frame labels where known
+    offsets: np.ndarray | None = None  # (n_frames + 1,) int64: objects of frame t are [offsets[t], offsets[t+1])
 
 
 class AMSRC:
@@ -131,7 +132,7 @@ class AMSRC:
         empty = empty_frame_score(self.train_stats_, p.score.w_f, p.score.w_p)
         raw = np.asarray(frame_scores(comb, clip.offsets, empty), dtype=np.float64)
         return ClipScores(clip.name, raw, np.asarray(smooth(raw, p.score), dtype=np.float64),
-                          comb, s_f, s_p, clip.labels)
+                          comb, s_f, s_p, clip.labels, np.asarray(clip.offsets))
 
     def score_store(self, store, split: str = "testing") -> list[ClipScores]:
         """Scores of every clip of a split of a cube store, in dataset order."""

@@ -19,6 +19,10 @@ from amsrc.config import ScoreConfig
 from amsrc.errors import ConfigError
 
 
+PAPER_DROP = 4  # the official evaluation leaves out the first 4 frames of each clip (they have no cube)
+PAPER_MEDIAN_K = 17  # ... and median-filters each clip's frame scores over 17 frames
+
+
 def _metrics(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, Any]:
     from amsrc.metrics import evaluate_frames
 
@@ -26,13 +30,97 @@ def _metrics(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> di
     return evaluate_frames([scores[n] for n in names], [labels[n] for n in names])
 
 
+def paper_protocol(raw: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The paper's own evaluation: per clip, the first :data:`PAPER_DROP` frames are left out and the
+    rest median-filtered over :data:`PAPER_MEDIAN_K` frames (centred, ends extended); then micro /
+    macro AUROC as :func:`_metrics` (no per-clip normalisation)."""
+    from amsrc.scoring import smooth
+
+    cfg = ScoreConfig(smoothing="median", median_k=PAPER_MEDIAN_K)
+    kept = {n: v[PAPER_DROP:] for n, v in raw.items() if v.size > PAPER_DROP}
+    scores = {n: smooth(v, cfg) for n, v in kept.items()}
+    return _metrics(scores, {n: labels[n][PAPER_DROP:] for n in kept})
+
+
+def object_auroc(objects: dict[str, np.ndarray], object_labels: dict[str, np.ndarray | None]) -> float | None:
+    """AUROC of object scores against the stored per-cube labels (pixel masks); None without
+    labels or without both classes."""
+    from amsrc.metrics import roc_auc
+
+    names = [n for n in objects if object_labels.get(n) is not None]
+    if not names:
+        return None
+    s = np.concatenate([objects[n] for n in names])
+    y = np.concatenate([object_labels[n] for n in names])
+    return roc_auc(s, y) if 0 < int(y.sum()) < y.size else None
+
+
+def score_metrics(clips: list, smooth_cfg: ScoreConfig, object_labels: dict[str, np.ndarray | None]) -> dict[str, Any]:
+    """Every protocol for one scorer's :class:`~amsrc.detector.ClipScores`: ``raw`` (every frame, no
+    smoothing), ``smoothed`` (``smooth_cfg``), ``paper`` (:func:`paper_protocol`) and ``object``
+    (object-level AUROC where pixel masks gave object labels)."""
+    from amsrc.scoring import smooth
+
+    raw = {c.name: c.frame_raw for c in clips}
+    labels = {c.name: np.asarray(c.labels, dtype=np.uint8) for c in clips}
+    return {
+        "raw": _metrics(raw, labels),
+        "smoothed": _metrics({n: smooth(v, smooth_cfg) for n, v in raw.items()}, labels),
+        "paper": paper_protocol(raw, labels),
+        "object": object_auroc({c.name: c.objects for c in clips}, object_labels),
+    }
+
+
+def cue_clips(detector, clips: list) -> dict[str, list]:
+    """The network's two cues scored alone, z(S_f) (w_f = 1, w_p = 0) and z(S_p) (w_f = 0, w_p = 1),
+    through the same frame rule (:func:`amsrc.scoring.combine`, :func:`amsrc.scoring.frame_scores`);
+    a cue that was not computed (S_f of the baseline variant, S_p when the decoder was skipped) is left out."""
+    from amsrc.detector import ClipScores
+    from amsrc.scoring import combine, empty_frame_score, frame_scores
+
+    st = detector.train_stats_
+    out: dict[str, list] = {}
+    for cue, (w_f, w_p) in {"S_f": (1.0, 0.0), "S_p": (0.0, 1.0)}.items():
+        values = [c.s_f if cue == "S_f" else c.s_p for c in clips]
+        if cue == "S_f" and detector.preset_.model.variant == "baseline":
+            continue
+        if any(not np.all(np.isfinite(v)) for v in values) or any(c.offsets is None for c in clips):
+            continue
+        empty = empty_frame_score(st, w_f, w_p)
+        rows = []
+        for c in clips:
+            obj = combine(c.s_f, np.nan_to_num(c.s_p), st, w_f, w_p)
+            raw = frame_scores(obj, c.offsets, empty)
+            rows.append(ClipScores(c.name, raw, raw, obj, c.s_f, c.s_p, c.labels, c.offsets))
+        out[cue] = rows
+    return out
+
+
+def evaluate_baselines(store, split: str, smooth_cfg: ScoreConfig, object_labels: dict,
+                       names: list[str] | None = None) -> dict[str, Any]:
+    """Every registered non-learned scorer (:mod:`amsrc.baselines`), fitted on the store's training
+    cubes and scored on ``split``, with :func:`score_metrics`."""
+    from amsrc.baselines import BaselineScorer, baseline_names
+
+    out = {}
+    for name in names or baseline_names():
+        t0 = time.perf_counter()
+        b = BaselineScorer(name, smooth_cfg).fit(store)
+        out[name] = {**score_metrics(b.score_store(store, split), smooth_cfg, object_labels),
+                     "seconds": round(time.perf_counter() - t0, 2)}
+    return out
+
+
 def evaluate(detector, store, out_dir: str | Path, split: str = "testing", top_k: int = 8,
-             plots: bool = True) -> dict[str, Any]:
+             plots: bool = True, baselines: bool = True) -> dict[str, Any]:
     """Score ``split`` of ``store`` with ``detector`` and compare with its frame labels.
 
     "raw" is the max over a frame's objects with no smoothing; "smoothed" applies the preset's
     smoothing (``ScoreConfig``), or, when the preset smooths nothing, a Gaussian with the
-    ScoreConfig default sigma, so both columns always exist. The smoothing used is recorded.
+    ScoreConfig default sigma, so both columns always exist; "paper" is the paper's own protocol
+    (:func:`paper_protocol`); "object" the object-level AUROC where the store has object labels.
+    "cues" repeats this for z(S_f) and z(S_p) alone, and "baselines" for every non-learned
+    scorer (``baselines=True``) on the same cubes. No choice is made from the labels.
     """
     from amsrc.metrics import roc_auc
     from amsrc.scoring import smooth
@@ -52,6 +140,8 @@ def evaluate(detector, store, out_dir: str | Path, split: str = "testing", top_k
     raw = {c.name: c.frame_raw for c in clips}
     smoothed = {c.name: smooth(c.frame_raw, smooth_cfg) for c in clips}
     labels = {c.name: np.asarray(c.labels, dtype=np.uint8) for c in clips}
+    object_labels = {c.name: store.load(split, c.name, verify=False).object_labels for c in clips}
+    metrics = score_metrics(clips, smooth_cfg, object_labels)
 
     per_clip = {}
     for c in clips:
@@ -76,11 +166,14 @@ def evaluate(detector, store, out_dir: str | Path, split: str = "testing", top_k
         "weights": {"w_f": cfg.w_f, "w_p": cfg.w_p},
         "checkpoint_rule": "last epoch (no test label used for any choice)",
         "empty_frame_rule": "a frame with no object scores as a perfect object (S_f = S_p = 0)",
-        "raw": _metrics(raw, labels),
+        **metrics,
         "smoothing": _smoothing_name(smooth_cfg),
-        "smoothed": _metrics(smoothed, labels),
+        "paper_protocol": f"first {PAPER_DROP} frames of each clip left out, median filter k={PAPER_MEDIAN_K} per clip",
+        "cues": {k: score_metrics(v, smooth_cfg, object_labels) for k, v in cue_clips(detector, clips).items()},
         "clips": per_clip,
     }
+    if baselines:
+        result["baselines"] = evaluate_baselines(store, split, smooth_cfg, object_labels)
     out_dir.mkdir(parents=True, exist_ok=True)
     if plots:
         from amsrc.report import plot_score_curves

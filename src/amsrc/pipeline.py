@@ -49,16 +49,29 @@ def run_pipeline(root, preset_name: str, out: str | Path, variant: str | None = 
     return result
 
 
+def _row(name: str, m: dict) -> str:
+    obj = m.get("object")
+    return (f"  {name:14s} {100 * m['raw']['micro']:6.1f} {100 * m['smoothed']['micro']:9.1f} "
+            f"{100 * m['paper']['micro']:7.1f} {100 * m['raw']['macro']:7.1f} "
+            f"{'   n/a' if obj is None else f'{100 * obj:6.1f}'}")
+
+
 def format_result(result: dict[str, Any]) -> str:
-    """A few lines for the terminal."""
-    r, s = result["raw"], result["smoothed"]
+    """A few lines for the terminal: micro AUROC of the model, its cues alone and the baselines,
+    under every protocol, then the timings."""
     lines = [
         f"variant {result['variant']}  widths {result['widths']}  epochs {result['epochs']}  "
         f"weights w_f={result['weights']['w_f']} w_p={result['weights']['w_p']}",
-        f"  raw       micro AUROC {r['micro']:.4f}  macro AUROC {r['macro']:.4f}  EER {r['eer']:.4f}  AP {r['ap']:.4f}",
-        f"  smoothed  micro AUROC {s['micro']:.4f}  macro AUROC {s['macro']:.4f}  EER {s['eer']:.4f}  AP {s['ap']:.4f}"
-        f"  ({result['smoothing']})",
+        f"  AUROC x100     micro  smoothed   paper   macro  object   (smoothed: {result['smoothing']}; "
+        f"paper: {result.get('paper_protocol', 'n/a')})",
+        _row(result["variant"], result),
     ]
+    for cue, m in result.get("cues", {}).items():
+        lines.append(_row(f"  z({cue}) alone", m))
+    for name, m in result.get("baselines", {}).items():
+        lines.append(_row(name, m))
+    r = result["raw"]
+    lines.append(f"  {result['variant']}: raw EER {r['eer']:.4f}  AP {r['ap']:.4f}")
     if "timings" in result:
         t = result["timings"]
         lines.append("  time " + "  ".join(f"{k[:-2]} {v:.1f}s" for k, v in t.items()))
