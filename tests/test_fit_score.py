@@ -262,3 +262,60 @@ def test_score_writes_overlay_and_report(fitted, tmp_path, capsys):
     assert "event 1: frames" in html and "data:image/png;base64," in html
     err = capsys.readouterr().err
     assert f"overlay video: {ov}" in err and f"report: {rep}" in err
+
+
+def test_threshold_is_set_on_held_out_footage_with_its_false_alarm_rate(fitted):
+    import torch
+
+    from amsrc.fit import load_fitted
+
+    fm = load_fitted(fitted["model"])
+    assert "last 20% of every clip (not trained on)" in fm.rule
+    state = torch.load(fitted["model"], weights_only=True)
+    assert np.isfinite(state["false_alarms_per_hour"]) and state["false_alarms_per_hour"] >= 0
+    # the model trained on the first 160 frames only: its training log counts their cubes
+    work = fitted["model"].with_name("model_work")
+    from amsrc.prepare.store import CubeStore
+
+    store = CubeStore.open(work / "cubes")
+    assert [store.load(s, n).n_frames for s in ("training", "holdout") for n in store.clips(s)] == [160, 40]
+
+
+def test_hold_out_named_clips_and_refusals(tmp_path):
+    from amsrc.data.index import Clip, DatasetIndex
+    from amsrc.errors import ConfigError
+    from amsrc.fit import Footage, hold_out
+
+    clips = tuple(Clip(n, "training", tmp_path / n, 50, tuple(tmp_path / n / f"{i}.png" for i in range(50)))
+                  for n in ("a", "b", "c"))
+    foot = Footage(DatasetIndex(tmp_path, "fit", {"training": clips}), (H, W), None)
+    idx, desc = hold_out(foot, tmp_path, ["b"])
+    assert [c.name for c in idx.clips("training")] == ["a", "c"] and [c.name for c in idx.clips("holdout")] == ["b"]
+    assert desc == "held-out clip(s) b"
+    idx, _ = hold_out(foot, tmp_path)
+    assert [c.n_frames for c in idx.clips("training")] == [40] * 3 and [c.n_frames for c in idx.clips("holdout")] == [10] * 3
+    assert idx.clips("holdout")[0].frame_files[0].name == "40.png"
+    with pytest.raises(ConfigError, match="no clip named z"):
+        hold_out(foot, tmp_path, ["z"])
+    with pytest.raises(ConfigError, match="none is left to train on"):
+        hold_out(foot, tmp_path, ["a", "b", "c"])
+    short = Footage(DatasetIndex(tmp_path, "fit", {"training": (Clip("s", "training", tmp_path, 30, None),)}), (H, W), None)
+    with pytest.raises(ConfigError, match="too short to hold out"):
+        hold_out(short, tmp_path)
+
+
+def test_validation_counts_alerted_events_and_time_to_alert(fitted, tmp_path):
+    from amsrc.data.groundtruth import write_mat_intervals
+    from amsrc.fit import Threshold, format_validation, load_fitted, validate_alerts
+
+    root = tmp_path / "val"
+    write_folder(scene(40, 3), root / "training" / "frames" / "01")
+    write_folder(fitted["frames"], root / "testing" / "frames" / "01")
+    write_mat_intervals(root / "val.mat", [[(EVENT[0] + 1, EVENT[1])]], "test")
+    fm = load_fitted(fitted["model"])
+    thr = Threshold(fm.threshold, fm.threshold_low, "", 1, 0.0, 0, 1.0, 25.0, False)
+    v = validate_alerts(fm.detector, thr, root, tmp_path / "work")
+    assert v["events"] == 1 and v["detected"] == 1 and v["detection_rate"] == 1.0
+    assert 0 <= v["median_delay_s"] <= 1.0 and v["false_alarms"] == 0
+    assert v["normal_s"] == pytest.approx((N_TEST - (EVENT[1] - EVENT[0])) / 25.0)
+    assert "1 of 1 injected events alerted (100%)" in format_validation(v)

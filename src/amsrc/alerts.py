@@ -177,3 +177,28 @@ class EventDetector:
         """End of the stream: close an open event."""
         self._run = []
         return [self._close(frame, time_s)] if self._open is not None else []
+
+
+@dataclass
+class _ScoreOnly:
+    """The part of a FrameResult that :class:`EventDetector` reads, for scores without objects."""
+
+    score: float
+    object_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int32))
+    top: None = None
+
+
+def offline_events(scores, threshold: float, threshold_low: float | None = None, min_frames: int = 3,
+                   end_frames: int = 5) -> list[dict]:
+    """The events :class:`EventDetector` finds in one clip's smoothed frame scores (n,): the same
+    hysteresis as live scoring. Each: start_frame, alert_frame, end_frame (0-based)."""
+    det = EventDetector(threshold, threshold_low, min_frames, end_frames)
+    starts = {}
+    for t, v in enumerate(np.asarray(scores, np.float64)):
+        for line in det.push(t, float(t), _ScoreOnly(float(v))):
+            if line["type"] == "event_start":
+                starts[line["event"]] = line["alert_frame"]
+    det.close(len(scores) - 1, float(len(scores) - 1))
+    return [{"start_frame": e["start_frame"], "alert_frame": starts[e["event"]], "end_frame": e["end_frame"]}
+            for e in det.events]

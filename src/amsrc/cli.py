@@ -45,6 +45,18 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_inject(args: argparse.Namespace) -> int:
+    from amsrc.data.inject import InjectSettings, inject
+
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    res = inject(args.sources, Path(args.out), InjectSettings(seed=args.seed, kinds=kinds, holdout=args.holdout),
+                 preview=args.preview)
+    print(res.format())
+    if args.preview:
+        print(f"  preview: {args.preview}")
+    return 0
+
+
 # ---------------------------------------------------------------- prepare
 def cmd_prepare(args: argparse.Namespace) -> int:
     from amsrc.config import get_preset
@@ -136,7 +148,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     fit_footage(args.sources, Path(args.out), preset=args.preset, frame_range=args.range, epochs=args.epochs,
                 widths=args.widths, work=None if args.work is None else Path(args.work), fps=args.fps,
-                device=args.device, progress=not args.no_progress)
+                holdout=[n.strip() for n in args.holdout.split(",") if n.strip()] if args.holdout else None,
+                validate=args.validate, device=args.device, progress=not args.no_progress)
     return 0
 
 
@@ -243,6 +256,20 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("out", help="output folder (frames layout)")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=cmd_data_synth)
+    from amsrc.data.inject import KINDS
+
+    inj = dsub.add_parser("inject", help="composite pseudo-anomalies into held-out normal clips: a labelled "
+                                         "validation set (frames layout) from normal footage alone")
+    inj.add_argument("sources", nargs="+", help="normal clips (frame folders or video files, one by one) or a "
+                     "dataset root (its training split); the last --holdout clips are injected, the others copied")
+    inj.add_argument("--out", required=True, help="output folder (new or empty; a folder holding the same set is kept)")
+    inj.add_argument("--seed", type=int, default=0, help="random seed (default 0): same seed, same bytes")
+    inj.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated kinds, one event per held-out clip "
+                     f"in turn (default {','.join(KINDS)})")
+    inj.add_argument("--holdout", type=int, default=None, help="held-out clips (the last ones; default a quarter, "
+                     "at least 1)")
+    inj.add_argument("--preview", default=None, help="also write a PNG: one injected frame beside the original")
+    inj.set_defaults(func=cmd_data_inject)
 
     prep = sub.add_parser("prepare", help="flow, boxes and spatio-temporal cubes into an on-disk store")
     prep.add_argument("root", help="dataset root (any layout `amsrc data check` knows)")
@@ -308,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--fps", type=float, default=None, help="frame rate of frame folders (default: 25)")
     fit.add_argument("--work", default=None, help="folder for cubes and training logs (default: beside --out)")
     fit.add_argument("--threads", type=int, default=None, help="torch threads for training (default: torch's)")
+    fit.add_argument("--holdout", default=None, help="comma-separated clip names held out of training to set the "
+                     "threshold on (default: the last 20%% of every clip)")
+    fit.add_argument("--validate", default=None, help="an injected validation set (`amsrc data inject`): also report "
+                     "the share of its events alerted and the time to alert")
     _add_common(fit)
     fit.set_defaults(func=cmd_fit)
 

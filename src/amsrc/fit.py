@@ -5,9 +5,14 @@ built by :func:`~amsrc.prepare.run.prepare_dataset` (the one cube code path) int
 under the work folder; a ``--range`` is applied by slicing a frame folder's files, or for a video
 by decoding that range once into a PNG frame folder (lossless: the same frames the video gives).
 
-The threshold comes from the normal data only: the training footage is scored as ``amsrc score``
-would (causal smoothing), and the threshold is a high percentile of those frame scores
-(:data:`THRESHOLD_Q`); the end of an event uses a lower percentile (:data:`THRESHOLD_LOW_Q`).
+The threshold comes from normal footage the model did NOT train on: the clips named with
+``holdout`` or, by default, the last :data:`HOLDOUT_TAIL` of every clip are held out of training,
+scored as ``amsrc score`` would (causal smoothing), and the threshold is a high percentile of their
+frame scores (:data:`THRESHOLD_Q`, so about 0.5% of normal frames lie above it); the end of an
+event uses a lower percentile (:data:`THRESHOLD_LOW_Q`). The events that the live event rule
+(:func:`amsrc.alerts.offline_events`) finds in the held-out footage give the expected false
+alarms per hour. With an injected validation set (``validate``, `amsrc data inject`) fit also
+reports the share of injected events alerted and the time to alert.
 The checkpoint carries threshold, rule, fitted frame size, fps and the training objects' speed
 distribution (for explanations), next to the usual model, config and train stats.
 """
@@ -22,11 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from amsrc.config import Preset, get_preset
+from amsrc.sources import DEFAULT_FPS
 from amsrc.data.index import Clip, DatasetIndex
 from amsrc.errors import ConfigError, DataError
 
 THRESHOLD_Q = 99.5  # percentile of the training frame scores (smoothed, causal) that is the threshold
 THRESHOLD_LOW_Q = 98.0  # percentile below which an open event ends (hysteresis)
+HOLDOUT_TAIL = 0.2  # without named held-out clips: this last share of every clip is held out of training
+HOLDOUT_SPLIT = "holdout"  # split of the cube store that holds the held-out footage
 LARGE_FRAME_PX = 640 * 480  # frames with more pixels get the fastest DIS flow in the automatic settings
 REFERENCE_HEIGHT = 240  # the default preset's box settings are for 240-pixel-high frames (Ped2)
 
@@ -212,6 +220,143 @@ def build_footage(sources: list[str | Path], work: Path, frame_range: FrameRange
     return Footage(DatasetIndex(root=root, layout="fit", splits={"training": tuple(out)}), size, fps_found)
 
 
+# ---------------------------------------------------------------- held-out footage and the threshold
+def hold_out(foot: Footage, work: Path, holdout: list[str] | None = None,
+             tail: float = HOLDOUT_TAIL) -> tuple[DatasetIndex, str]:
+    """Split the footage into the clips to train on (split "training") and the held-out footage
+    that sets the threshold (split :data:`HOLDOUT_SPLIT`): the named clips, or else the last
+    ``tail`` of every clip long enough to keep two cubes' worth of frames on each side."""
+    from amsrc.prepare.cubes import T_APPEARANCE
+
+    clips = list(foot.index.clips("training"))
+    if holdout:
+        names = {c.name for c in clips}
+        unknown = [n for n in holdout if n not in names]
+        if unknown:
+            raise ConfigError(f"--holdout: no clip named {', '.join(unknown)}; the clips are {', '.join(sorted(names))}")
+        fit = [c for c in clips if c.name not in holdout]
+        held = [Clip(c.name, HOLDOUT_SPLIT, c.source, c.n_frames, c.frame_files, fps=c.fps) for c in clips if c.name in holdout]
+        if not fit:
+            raise ConfigError("--holdout names every clip: none is left to train on")
+        desc = f"held-out clip(s) {', '.join(holdout)}"
+    else:
+        fit, held = [], []
+        for c in clips:
+            k = int(round(tail * c.n_frames))
+            if k < 2 * T_APPEARANCE or c.n_frames - k < 2 * T_APPEARANCE:
+                fit.append(c)  # too short to split: trained on whole
+                continue
+            a = c.n_frames - k
+            if c.frame_files is not None:
+                fit.append(Clip(c.name, "training", c.source, a, c.frame_files[:a], fps=c.fps))
+                held.append(Clip(c.name, HOLDOUT_SPLIT, c.source, k, c.frame_files[a:], fps=c.fps))
+            else:
+                head = _video_range_to_folder(c, 0, a, work / "frames" / f"{c.name}_0_{a}")
+                tl = _video_range_to_folder(c, a, None, work / "frames" / f"{c.name}_{a}_end")
+                fit.append(Clip(c.name, "training", head.source, head.n_frames, head.frame_files, fps=c.fps))
+                held.append(Clip(c.name, HOLDOUT_SPLIT, tl.source, tl.n_frames, tl.frame_files, fps=c.fps))
+        if not held:
+            raise ConfigError(f"the footage is too short to hold out its last {tail:.0%} (at least "
+                              f"{4 * T_APPEARANCE} frames a clip); name a held-out clip with --holdout")
+        desc = f"the last {tail:.0%} of every clip"
+    splits = {"training": tuple(fit), HOLDOUT_SPLIT: tuple(held)}
+    return DatasetIndex(root=foot.index.root, layout="fit", splits=splits), desc
+
+
+@dataclass
+class Threshold:
+    value: float  # decision threshold on the causally smoothed frame score
+    low: float  # an open event ends below this
+    rule: str  # how it was set, in words
+    frames: int  # held-out normal frames it was set on
+    above: float  # share of those frames at or above it
+    events: int  # events the live event rule finds in them (false alarms)
+    hours: float  # their duration
+    fps: float  # frame rate used for the duration
+    fps_assumed: bool
+
+    @property
+    def false_alarms_per_hour(self) -> float:
+        return self.events / self.hours if self.hours > 0 else float("nan")
+
+    def format(self) -> str:
+        per = self.hours * 3600
+        return (f"threshold {self.value:.4f} (low {self.low:.4f}): {self.rule}; on those {self.frames} held-out normal "
+                f"frames ({per:.0f} s at {self.fps:g} fps{' (assumed)' if self.fps_assumed else ''}) "
+                f"{100 * self.above:.2f}% of frames are above it and the event rule raises {self.events} alarm(s): "
+                f"expected false alarms {self.false_alarms_per_hour:.1f} per hour of normal footage"
+                + (f" (fewer than 1 per {per:.0f} s seen)" if self.events == 0 else ""))
+
+
+def frame_scores_smoothed(det, store, split: str) -> list[np.ndarray]:
+    """Causally smoothed frame scores of every clip of a split, as live scoring computes them."""
+    from amsrc.scoring import smooth
+
+    return [smooth(det.score_clip(store.load(split, n)).frame_raw, det.preset_.score) for n in store.clips(split)]
+
+
+def learn_threshold(det, store, split: str, desc: str, fps: float | None) -> Threshold:
+    """:data:`THRESHOLD_Q`-th percentile of the held-out frames' smoothed scores, with its false alarms."""
+    from amsrc.alerts import offline_events
+
+    scores = frame_scores_smoothed(det, store, split)
+    allf = np.concatenate(scores) if scores else np.zeros(0)
+    if allf.size == 0:
+        raise ConfigError(f"{store.root}: no held-out frames to set the threshold on")
+    thr = float(np.percentile(allf, THRESHOLD_Q))
+    low = float(np.percentile(allf, THRESHOLD_LOW_Q))
+    events = sum(len(offline_events(s, thr, low)) for s in scores)
+    rate = fps or DEFAULT_FPS
+    rule = (f"{THRESHOLD_Q}th percentile of the causally smoothed frame scores of {desc} (not trained on); "
+            f"events end below the {THRESHOLD_LOW_Q}th percentile")
+    return Threshold(thr, low, rule, int(allf.size), float(np.mean(allf >= thr)), int(events),
+                     allf.size / rate / 3600.0, float(rate), fps is None)
+
+
+def validate_alerts(det, threshold: Threshold, val_root: str | Path, work: Path, progress: bool = False) -> dict:
+    """Alerts on an injected validation set (`amsrc data inject`): its labelled test clips are
+    prepared with the model's settings and scored as live; an injected event is detected when an
+    alert event overlaps it; time to alert = alert frame - its first labelled frame."""
+    from amsrc.alerts import offline_events
+    from amsrc.data.groundtruth import labels_to_intervals
+    from amsrc.data.layouts import load_dataset
+    from amsrc.prepare.run import prepare_dataset
+    from amsrc.prepare.store import CubeStore
+
+    idx = load_dataset(Path(val_root))
+    test = [c for c in idx.clips("testing") if c.labels is not None]
+    if not test:
+        raise DataError(Path(val_root), "has no labelled test clips (expected a set written by `amsrc data inject`)")
+    sub = DatasetIndex(root=idx.root, layout=idx.layout, splits={"testing": tuple(test)})
+    prepare_dataset(sub, det.preset_.prepare, work / "validate_cubes", progress=progress, preset_name=det.preset_.name)
+    store = CubeStore.open(work / "validate_cubes")
+    scores = frame_scores_smoothed(det, store, "testing")
+    n_ev = detected = false_alarms = normal = 0
+    delays = []
+    for c, s in zip(test, scores):
+        evs = offline_events(s, threshold.value, threshold.low)
+        truth = [(a - 1, b - 1) for a, b in labels_to_intervals(c.labels)]  # 0-based inclusive
+        normal += int((c.labels == 0).sum())
+        n_ev += len(truth)
+        for a, b in truth:
+            hits = [e for e in evs if e["start_frame"] <= b and e["end_frame"] >= a]
+            if hits:
+                detected += 1
+                delays.append(max(0, min(e["alert_frame"] for e in hits) - a))
+        false_alarms += sum(1 for e in evs if not any(e["start_frame"] <= b and e["end_frame"] >= a for a, b in truth))
+    rate = threshold.fps
+    return {"events": n_ev, "detected": detected, "detection_rate": detected / n_ev if n_ev else float("nan"),
+            "median_delay_s": float(np.median(delays)) / rate if delays else None,
+            "false_alarms": false_alarms, "normal_s": normal / rate, "root": str(val_root)}
+
+
+def format_validation(v: dict) -> str:
+    delay = "n/a" if v["median_delay_s"] is None else f"{v['median_delay_s']:.1f} s"
+    return (f"validation on {v['root']}: {v['detected']} of {v['events']} injected events alerted "
+            f"({100 * v['detection_rate']:.0f}%), median time to alert {delay}; {v['false_alarms']} false alarm(s) "
+            f"in {v['normal_s']:.0f} s of its normal frames")
+
+
 # ---------------------------------------------------------------- fit
 @dataclass
 class FitResult:
@@ -219,6 +364,8 @@ class FitResult:
     threshold: float
     threshold_low: float
     rule: str
+    false_alarms_per_hour: float
+    validation: dict | None
     frame_size: tuple[int, int]
     fps: float | None
     n_frames: int
@@ -241,13 +388,15 @@ def training_speeds(store, split: str, chunk: int = 4096) -> np.ndarray:
 def fit_footage(sources: list[str | Path], out: str | Path, *, preset: str | None = None,
                 frame_range: str | FrameRange | None = None, epochs: int | None = None,
                 widths: str | None = None, work: str | Path | None = None, fps: float | None = None,
+                holdout: list[str] | None = None, validate: str | Path | None = None,
                 device: str = "cpu", progress: bool = True, log=print) -> FitResult:
-    """Prepare cubes of the footage, train, learn the threshold; write the model to ``out``."""
+    """Prepare cubes of the footage, train on all but the held-out footage, learn the threshold on
+    the held-out footage (:func:`hold_out`, :func:`learn_threshold`), optionally measure the alerts
+    on an injected validation set; write the model to ``out``."""
     from amsrc.alerts import SpeedStats
-    from amsrc.detector import AMSRC, _training_split
+    from amsrc.detector import AMSRC
     from amsrc.prepare.run import prepare_dataset
     from amsrc.prepare.store import CubeStore
-    from amsrc.scoring import smooth
     from amsrc.train import save_checkpoint
 
     out = Path(out)
@@ -279,33 +428,31 @@ def fit_footage(sources: list[str | Path], out: str | Path, *, preset: str | Non
     for line in notes:
         log(f"fit: {line}")
 
-    report = prepare_dataset(foot.index, p.prepare, work / "cubes", progress=progress, preset_name=p.name)
+    index, desc = hold_out(foot, work, holdout)
+    log(f"fit: threshold set on {desc}: {sum(c.n_frames for c in index.clips(HOLDOUT_SPLIT))} frames held out of training")
+    report = prepare_dataset(index, p.prepare, work / "cubes", progress=progress, preset_name=p.name)
     log(report.format())
     store = CubeStore.open(work / "cubes")
     det = AMSRC(preset=p, device=device, progress=progress).fit(store, work / "train")
 
-    # Threshold from the normal footage, scored as live scoring does (causal smoothing per clip).
-    split = _training_split(store)
-    frame_scores = []
-    n_cubes = 0
-    for name in store.clips(split):
-        cs = det.score_clip(store.load(split, name))
-        frame_scores.append(smooth(cs.frame_raw, det.preset_.score))
-        n_cubes += len(cs.objects)
-    allf = np.concatenate(frame_scores)
-    thr = float(np.percentile(allf, THRESHOLD_Q))
-    thr_low = float(np.percentile(allf, THRESHOLD_LOW_Q))
-    rule = (f"threshold = {THRESHOLD_Q}th percentile of the {allf.size} training frame scores "
-            f"(causal {det.preset_.score.smoothing} smoothing); events end below the {THRESHOLD_LOW_Q}th percentile")
-    speeds = SpeedStats.from_speeds(training_speeds(store, split))
+    # Threshold from held-out normal footage, scored as live scoring does (causal smoothing per clip).
+    thr = learn_threshold(det, store, HOLDOUT_SPLIT, desc, foot.fps)
+    log(f"fit: {thr.format()}")
+    validation = None
+    if validate is not None:
+        validation = validate_alerts(det, thr, validate, work, progress=progress)
+        log(f"fit: {format_validation(validation)}")
+    n_cubes = sum(store.load("training", n, verify=False).n_cubes for n in store.clips("training"))
+    speeds = SpeedStats.from_speeds(training_speeds(store, "training"))
     save_checkpoint(out, det.model_, det.preset_, det.train_stats_.to_dict(), det.preset_.train.epochs,
-                    threshold=thr, threshold_low=thr_low, threshold_rule=rule, frame_size=[int(h), int(w)],
+                    threshold=thr.value, threshold_low=thr.low, threshold_rule=thr.rule, frame_size=[int(h), int(w)],
                     fps=float(foot.fps) if foot.fps else None, speed_stats=speeds.to_dict(),
                     fit_sources=[str(s) for s in sources],
-                    fit_range=frame_range if isinstance(frame_range, str) else None)
-    log(f"fit: {rule}: {thr:.4f} (low {thr_low:.4f})")
+                    fit_range=frame_range if isinstance(frame_range, str) else None,
+                    false_alarms_per_hour=thr.false_alarms_per_hour, validation=validation)
     log(f"fit: model written to {out}")
-    return FitResult(out, thr, thr_low, rule, (h, w), foot.fps, n_frames, n_cubes, notes)
+    return FitResult(out, thr.value, thr.low, thr.rule, thr.false_alarms_per_hour, validation, (h, w), foot.fps,
+                     n_frames, n_cubes, notes)
 
 
 # ---------------------------------------------------------------- load

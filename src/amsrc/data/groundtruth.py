@@ -377,3 +377,29 @@ def read_json_frame_labels(path: str | Path) -> list[np.ndarray]:
             raise DataError(path, f"clip entry {k + 1}: expected only 0/1 frame labels")
         out.append(np.asarray(c, np.uint8).reshape(-1))
     return out
+
+
+def labels_to_intervals(labels: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of 1 in a 0/1 array as (start, end), 1-based, inclusive (the ``gt`` convention)."""
+    x = np.concatenate([[0], np.asarray(labels).astype(np.int8), [0]])
+    d = np.diff(x)
+    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+    return [(int(a) + 1, int(b)) for a, b in zip(starts, ends)]
+
+
+def write_mat_intervals(path: str | Path, intervals: list[list[tuple[int, int]]], header: str) -> None:
+    """Write ``gt`` = 1xK cell of 2xM int32 [start; end] (1-based, inclusive), one entry per test clip,
+    as the frames layout reads it. ``header`` replaces scipy's text header (which holds the time of
+    writing), so the same intervals give the same bytes."""
+    import io
+
+    from scipy.io import savemat
+
+    cell = np.empty((1, len(intervals)), dtype=object)
+    for i, iv in enumerate(intervals):
+        cell[0, i] = np.array(iv, dtype=np.int32).T.reshape(2, -1)
+    buf = io.BytesIO()
+    savemat(buf, {"gt": cell}, format="5", do_compression=False)
+    data = bytearray(buf.getvalue())
+    data[:116] = header.encode("ascii")[:116].ljust(116, b" ")
+    Path(path).write_bytes(bytes(data))

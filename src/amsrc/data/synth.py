@@ -33,7 +33,6 @@ complete scene of the same seed, settings and generator version: that one is reu
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -44,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from amsrc.data.groundtruth import labels_to_intervals, write_mat_intervals
 from amsrc.data.index import Clip, DatasetIndex
 from amsrc.errors import ConfigError, DataError
 
@@ -734,14 +734,6 @@ def _simulate_clip(scene: _Scene, s: SceneSettings, rng: np.random.Generator, n_
 
 
 # ------------------------------------------------------------------ writing
-def _intervals(labels: np.ndarray) -> list[tuple[int, int]]:
-    """Runs of 1 in a 0/1 array as (start, end), 1-based, inclusive."""
-    x = np.concatenate([[0], labels.astype(np.int8), [0]])
-    d = np.diff(x)
-    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
-    return [(int(a) + 1, int(b)) for a, b in zip(starts, ends)]
-
-
 def _write_png(path: Path, img: np.ndarray) -> None:
     import cv2
 
@@ -752,18 +744,7 @@ def _write_png(path: Path, img: np.ndarray) -> None:
 
 
 def _write_mat(path: Path, intervals: list[list[tuple[int, int]]]) -> None:
-    """gt = 1xK cell of 2xM int32 [start; end]; header text fixed so the file is reproducible."""
-    from scipy.io import savemat
-
-    cell = np.empty((1, len(intervals)), dtype=object)
-    for i, iv in enumerate(intervals):
-        cell[0, i] = np.array(iv, dtype=np.int32).T.reshape(2, -1)
-    buf = io.BytesIO()
-    savemat(buf, {"gt": cell}, format="5", do_compression=False)
-    data = bytearray(buf.getvalue())
-    desc = f"MATLAB 5.0 MAT-file, written by amsrc synthetic scene v{GENERATOR_VERSION}".encode("ascii")
-    data[:116] = desc.ljust(116, b" ")
-    path.write_bytes(bytes(data))
+    write_mat_intervals(path, intervals, f"MATLAB 5.0 MAT-file, written by amsrc synthetic scene v{GENERATOR_VERSION}")
 
 
 def _names(n: int, width: int) -> list[str]:
@@ -961,7 +942,7 @@ def _generate(root: Path, seed: int, s: SceneSettings) -> dict:
                 mdir.mkdir(parents=True)
                 for f, m in zip(fnames, res.masks):
                     _write_png(mdir / f"{f}.png", m)
-                iv = _intervals(res.labels)
+                iv = labels_to_intervals(res.labels)
                 if not iv or len(iv) == 1 and iv[0] == (1, n_frames):
                     raise DataError(None, f"synthetic test clip {name} came out all normal or all anomalous; "
                                           "use other sizes or another seed")
