@@ -620,7 +620,10 @@ def _inject_clip(clip: Clip, kind: str, frames: np.ndarray, grey: np.ndarray, bg
     area = masks.reshape(n, -1).sum(1)
     labelled = [int(t) for t in np.flatnonzero(area >= MIN_LABEL_PX)]
     end = start + max(len(pos) - 1, 0)
-    preview = int(np.argmax(area)) if labelled else None
+    # preview: a large, unoccluded view (the pasted pixels that covered a real object count against it)
+    covered = np.array([(np.abs(grey[t].astype(np.float32) - bg)[masks[t]] > FG_THRESHOLD).sum() if area[t] else 0
+                        for t in range(n)])
+    preview = int(np.argmax(np.where(area >= MIN_LABEL_PX, area - 4 * covered, -1))) if labelled else None
     return Event(kind, clip.name, start, end, factor, (float(d[0]), float(d[1])), labelled, preview), masks
 
 
