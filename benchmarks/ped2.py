@@ -265,9 +265,12 @@ def threshold_check(val_dir: Path, data: Path, variant: str, workers: int) -> di
 
     rec = json.loads((val_dir / "data" / "inject.json").read_text())
     held = [c for c in load_dataset(data).clips("training") if c.name in rec["held_out"]]
+    if len(held) < 2:
+        raise SystemExit(f"the threshold check needs >= 2 held-out clips, got {len(held)} (--holdout)")
     k = len(held) // 2
     idx = DatasetIndex(data, "frames", {"holdout": tuple(held[:k]), "check": tuple(held[k:])})
     det = AMSRC.load(val_dir / f"train_{variant}" / "model.pt")
+    det.preset_.score.causal = True  # as amsrc fit and live scoring smooth
     prepare_dataset(idx, det.preset_.prepare, val_dir / "normal_cubes", workers=workers, progress=False,
                     preset_name=det.preset_.name)
     store = CubeStore.open(val_dir / "normal_cubes")
@@ -323,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     #    on the other clips. Every choice is to be made here, never on the test labels.
     val = out / "val"
     t0 = time.perf_counter()
-    res = inject([data], val / "data", InjectSettings(seed=0, holdout=args.holdout), preview=val / "inject_preview.png")
+    res = inject([data], val / "data", InjectSettings(seed=0, holdout=args.holdout, fps=PED2_FPS), preview=val / "inject_preview.png")
     bench["inject"] = {"seconds": time.perf_counter() - t0, "held_out": res.held_out,
                        "events": [{"clip": e.clip, "kind": e.kind, "labelled": len(e.labelled)} for e in res.events]}
     print(res.format(), flush=True)

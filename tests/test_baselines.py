@@ -92,3 +92,12 @@ def test_paper_protocol_equals_its_definition():
     y = np.concatenate([labels[n][PAPER_DROP:] for n in raw])
     assert got["micro"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
     assert got["n_frames"] == sum(v.size for v in raw.values()) - 3 * PAPER_DROP
+
+
+@pytest.mark.parametrize("name", ["velocity", "velocity-gmm", "copy-last"])
+def test_a_clip_without_cubes_scores_every_frame_as_empty(name):
+    rng = np.random.default_rng(5)
+    b = BaselineScorer(name).fit_features(rng.uniform(0, 3, 200))
+    app, flow = np.zeros((0, 5, 32, 32, 1), np.uint8), np.zeros((0, 4, 32, 32, 2), np.float16)
+    cs = b.score_clip(_Clip("still", app, flow, [0, 0, 0, 0], np.zeros(3, np.uint8)))
+    assert cs.objects.shape == (0,) and cs.frame_raw.tolist() == [b.empty_score_] * 3

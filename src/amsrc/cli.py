@@ -49,8 +49,8 @@ def cmd_data_inject(args: argparse.Namespace) -> int:
     from amsrc.data.inject import InjectSettings, inject
 
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
-    res = inject(args.sources, Path(args.out), InjectSettings(seed=args.seed, kinds=kinds, holdout=args.holdout),
-                 preview=args.preview)
+    res = inject(args.sources, Path(args.out),
+                 InjectSettings(seed=args.seed, kinds=kinds, holdout=args.holdout, fps=args.fps), preview=args.preview)
     print(res.format())
     if args.preview:
         print(f"  preview: {args.preview}")
@@ -268,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
                      f"in turn (default {','.join(KINDS)})")
     inj.add_argument("--holdout", type=int, default=None, help="held-out clips (the last ones; default a quarter, "
                      "at least 1)")
+    inj.add_argument("--fps", type=float, default=None, help="frame rate of the footage, for the seconds an object "
+                     "loiters (default: the video's; 25 for frame folders)")
     inj.add_argument("--preview", default=None, help="also write a PNG: one injected frame beside the original")
     inj.set_defaults(func=cmd_data_inject)
 

@@ -256,8 +256,10 @@ def hold_out(foot: Footage, work: Path, holdout: list[str] | None = None,
                 fit.append(Clip(c.name, "training", head.source, head.n_frames, head.frame_files, fps=c.fps))
                 held.append(Clip(c.name, HOLDOUT_SPLIT, tl.source, tl.n_frames, tl.frame_files, fps=c.fps))
         if not held:
-            raise ConfigError(f"the footage is too short to hold out its last {tail:.0%} (at least "
-                              f"{4 * T_APPEARANCE} frames a clip); name a held-out clip with --holdout")
+            need = int(np.ceil((2 * T_APPEARANCE - 0.5) / tail))
+            raise ConfigError(f"the footage is too short to hold out its last {tail:.0%}: a clip needs about "
+                              f"{need} frames (clips: {', '.join(f'{c.name} {c.n_frames}' for c in clips)}); "
+                              "name a held-out clip with --holdout")
         desc = f"the last {tail:.0%} of every clip"
     splits = {"training": tuple(fit), HOLDOUT_SPLIT: tuple(held)}
     return DatasetIndex(root=foot.index.root, layout="fit", splits=splits), desc

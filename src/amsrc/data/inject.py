@@ -48,34 +48,43 @@ import numpy as np
 from amsrc.data.groundtruth import labels_to_intervals, write_mat_intervals
 from amsrc.data.index import Clip
 from amsrc.errors import ConfigError, DataError
+from amsrc.prepare.cubes import T_APPEARANCE
+from amsrc.prepare.recall import OBJECT_MIN_PX
+from amsrc.sources import DEFAULT_FPS
 
 INJECT_VERSION = 1  # bump when the compositing changes (recorded in inject.json)
 KINDS = ("fast", "contraflow", "loiter", "rigid")
-MIN_CLIP_FRAMES = 5  # a cube needs frames t-4 .. t
+MIN_CLIP_FRAMES = T_APPEARANCE  # a cube needs frames t-4 .. t
 FG_THRESHOLD = 25  # grey-level difference from the median background that counts as foreground
-MIN_LABEL_PX = 20  # visible mask pixels for a frame to be anomalous (amsrc.prepare.recall.OBJECT_MIN_PX)
+MIN_LABEL_PX = OBJECT_MIN_PX  # visible mask pixels for a frame to be anomalous (the cube store's object rule)
 RECORD = "inject.json"
-SAMPLE_EVERY = 3  # frames sampled for blobs and flow when measuring the scene
+SAMPLE_EVERY = 3  # frames t = 0, 3, 6, ... (and t + 1, to follow blobs) are kept to measure the scene
+BACKGROUND_FRAMES = 60  # about this many frames of a clip, evenly spaced, give its median background
 
 
 # ---------------------------------------------------------------- reading
-def _read_clip(clip: Clip) -> np.ndarray:
-    """All frames of a clip: (T, H, W, 3) uint8 RGB; DataError on a short clip (the readers refuse a
-    frame of another size, naming its file)."""
-    from amsrc.data.readers import open_clip
-
-    frames = list(open_clip(clip).iter_frames())
-    if len(frames) < MIN_CLIP_FRAMES:
-        raise DataError(clip.source, f"has {len(frames)} frames; a clip needs at least {MIN_CLIP_FRAMES} "
-                                     "(one cube: frames t-4 .. t)")
-    return np.stack(frames)
-
-
-def _grey(frames: np.ndarray) -> np.ndarray:
-    """(T, H, W, 3) RGB -> (T, H, W) uint8 grey, as OpenCV's RGB2GRAY."""
+def _read_clip(clip: Clip, keep_rgb: bool) -> tuple[np.ndarray | None, list, np.ndarray]:
+    """Stream a clip once: (all RGB frames (T, H, W, 3) uint8 when ``keep_rgb``, else None; the grey
+    frames (H, W) uint8 at t % SAMPLE_EVERY in (0, 1), None elsewhere; the (H, W) float32 median
+    background of about BACKGROUND_FRAMES evenly spaced frames). Only the held-out clips are kept
+    whole. DataError on a short clip (the readers refuse a frame of another size, naming its file)."""
     import cv2
 
-    return np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames])
+    from amsrc.data.readers import open_clip
+
+    step = max(1, clip.n_frames // BACKGROUND_FRAMES)
+    rgb, grey, for_bg = [], [], []
+    for t, fr in enumerate(open_clip(clip).iter_frames()):
+        g = cv2.cvtColor(fr, cv2.COLOR_RGB2GRAY)
+        grey.append(g if t % SAMPLE_EVERY in (0, 1) else None)
+        if t % step == 0:
+            for_bg.append(g)
+        if keep_rgb:
+            rgb.append(fr)
+    if len(grey) < MIN_CLIP_FRAMES:
+        raise DataError(clip.source, f"has {len(grey)} frames; a clip needs at least {MIN_CLIP_FRAMES} "
+                                     "(one cube: frames t-4 .. t)")
+    return (np.stack(rgb) if keep_rgb else None), grey, np.median(np.stack(for_bg), axis=0).astype(np.float32)
 
 
 def source_clips(sources: list[str | Path]) -> list[Clip]:
@@ -197,9 +206,9 @@ def _fit_size_model(blobs: list[Blob], height: int) -> tuple[float, float, list[
     return float(slope), float(-icpt / slope), upright
 
 
-def measure_scene(frames: list[np.ndarray], backgrounds: list[np.ndarray]) -> SceneModel:
-    """The :class:`SceneModel` of normal clips (grey frames (T, H, W) uint8 and their (H, W) float32
-    median backgrounds)."""
+def measure_scene(frames: list[list], backgrounds: list[np.ndarray]) -> SceneModel:
+    """The :class:`SceneModel` of normal clips: per clip its grey frames as :func:`_read_clip` keeps
+    them (a list over t, None where not sampled) and its (H, W) float32 median background."""
     h, w = backgrounds[0].shape
     blobs = []
     for k, (g, bg) in enumerate(zip(frames, backgrounds)):
@@ -251,6 +260,12 @@ class Sprite:
     row: int  # bottom row where it was cut (for the size model)
 
 
+def _grey1(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
 def _soft_alpha(mask: np.ndarray) -> np.ndarray:
     """Soft edges that keep the inside opaque: the mask grown by one pixel, then a Gaussian
     (sigma 1 px), so alpha falls from 1 to 0 across the silhouette's rim."""
@@ -261,7 +276,7 @@ def _soft_alpha(mask: np.ndarray) -> np.ndarray:
     return np.clip(a, 0.0, 1.0)
 
 
-def cut_walker(frames: np.ndarray, grey: np.ndarray, bg: np.ndarray, scene: SceneModel,
+def cut_walker(frames: np.ndarray, grey: list, bg: np.ndarray, scene: SceneModel,
                rng: np.random.Generator, where: Path) -> Sprite:
     """A walker's silhouette cut from one frame of the clip (median background against the frame)."""
     blobs, masks = _blobs(grey, bg, 0)
@@ -416,6 +431,7 @@ class InjectSettings:
     seed: int = 0
     kinds: tuple[str, ...] = KINDS
     holdout: int | None = None  # held-out clips (the last ones); None: a quarter, at least 1
+    fps: float | None = None  # frame rate of the footage (times of loiter events); None: the clip's, else DEFAULT_FPS
 
     def check(self) -> None:
         bad = [k for k in self.kinds if k not in KINDS]
@@ -423,6 +439,8 @@ class InjectSettings:
             raise ConfigError(f"--kinds: unknown {', '.join(bad) or '(none given)'}; choose from {', '.join(KINDS)}")
         if self.holdout is not None and self.holdout < 1:
             raise ConfigError(f"--holdout must be >= 1, got {self.holdout}")
+        if self.fps is not None and not (self.fps > 0 and np.isfinite(self.fps)):
+            raise ConfigError(f"--fps must be a positive number, got {self.fps}")
 
 
 def _frame_ext(clip: Clip) -> str:
@@ -538,20 +556,20 @@ def inject(sources: list[str | Path], out: str | Path, settings: InjectSettings 
     greys, bgs, all_frames = [], [], []
     size = None
     for c in clips:
-        fr = _read_clip(c)
+        fr, g, bg = _read_clip(c, keep_rgb=c in held)
         if size is None:
-            size = fr.shape[1:3]
-        elif fr.shape[1:3] != size:
-            raise DataError(c.source, f"frames are {fr.shape[2]}x{fr.shape[1]} but the first clip's are "
+            size = bg.shape
+        elif bg.shape != size:
+            raise DataError(c.source, f"frames are {bg.shape[1]}x{bg.shape[0]} but the first clip's are "
                                       f"{size[1]}x{size[0]}; inject clips of one camera and size")
-        g = _grey(fr)
         greys.append(g)
-        bgs.append(np.median(g[:: max(1, len(g) // 60)], axis=0).astype(np.float32))
-        all_frames.append(fr if c in held else None)
+        bgs.append(bg)
+        all_frames.append(fr)
     try:
         scene = measure_scene(greys, bgs)
     except DataError as exc:
-        raise DataError(Path(str(sources[0])), str(exc)) from None
+        raise DataError(Path(str(sources[0])) if len(sources) == 1 else None,
+                        f"{exc} (sources: {', '.join(str(x) for x in sources)})") from None
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -565,7 +583,7 @@ def inject(sources: list[str | Path], out: str | Path, settings: InjectSettings 
             rng = np.random.default_rng([settings.seed, j])
             kind = settings.kinds[(j + settings.seed) % len(settings.kinds)]
             frames = all_frames[k].copy()
-            ev, masks = _inject_clip(c, kind, frames, greys[k], bgs[k], scene, rng)
+            ev, masks = _inject_clip(c, kind, frames, greys[k], bgs[k], scene, rng, settings.fps)
             events.append(ev)
             ext = _frame_ext(c)
             names = ([f.stem for f in c.frame_files] if c.frame_files is not None
@@ -586,8 +604,8 @@ def inject(sources: list[str | Path], out: str | Path, settings: InjectSettings 
         write_mat_intervals(tmp / f"{out.name}.mat", intervals, f"MATLAB 5.0 MAT-file, written by amsrc inject v{INJECT_VERSION}")
         record = {
             "key": key, "version": INJECT_VERSION, "settings": asdict(settings),
-            "sources": [str(c.source) for c in clips], "fit": [c.name for c in fit], "held_out": [c.name for c in held],
-            "held_out_sources": [str(c.source) for c in held],
+            "sources": [str(Path(c.source).resolve()) for c in clips], "fit": [c.name for c in fit],
+            "held_out": [c.name for c in held], "held_out_sources": [str(Path(c.source).resolve()) for c in held],
             "scene": asdict(scene), "events": [asdict(e) for e in events],
         }
         (tmp / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
@@ -603,27 +621,28 @@ def inject(sources: list[str | Path], out: str | Path, settings: InjectSettings 
     return InjectResult(out, [c.name for c in fit], [c.name for c in held], events, scene)
 
 
-def _inject_clip(clip: Clip, kind: str, frames: np.ndarray, grey: np.ndarray, bg: np.ndarray,
-                 scene: SceneModel, rng: np.random.Generator):
+def _inject_clip(clip: Clip, kind: str, frames: np.ndarray, grey: list, bg: np.ndarray,
+                 scene: SceneModel, rng: np.random.Generator, fps: float | None = None):
     """Composite one event of ``kind`` into ``frames`` (in place). Returns the event and the (T, H, W)
     bool masks."""
     n = len(frames)
-    fps = clip.fps or 10.0
+    fps = fps or clip.fps or DEFAULT_FPS
     start, pos, factor, d = _schedule(kind, n, scene, rng, fps)
     if kind == "rigid":
         sprite = rigid_object(scene, bg, rng, pos[0][1] if pos else scene.size[0] / 2)
     else:
         sprite = cut_walker(frames, grey, bg, scene, rng, clip.source)
     masks = np.zeros((n, *scene.size), bool)
+    original = frames.copy()
     for i, (x, y) in enumerate(pos):
         masks[start + i] = _paste(frames[start + i], bg, sprite, x, y, scene.height_at(y) / scene.height_at(sprite.row))
     area = masks.reshape(n, -1).sum(1)
     labelled = [int(t) for t in np.flatnonzero(area >= MIN_LABEL_PX)]
     end = start + max(len(pos) - 1, 0)
     # preview: a large, unoccluded view (the pasted pixels that covered a real object count against it)
-    covered = np.array([(np.abs(grey[t].astype(np.float32) - bg)[masks[t]] > FG_THRESHOLD).sum() if area[t] else 0
+    covered = np.array([(np.abs(_grey1(original[t]) - bg)[masks[t]] > FG_THRESHOLD).sum() if area[t] else 0
                         for t in range(n)])
-    preview = int(np.argmax(np.where(area >= MIN_LABEL_PX, area - 4 * covered, -1))) if labelled else None
+    preview = int(np.argmax(np.where(area >= MIN_LABEL_PX, area - 4 * covered, -np.inf))) if labelled else None
     return Event(kind, clip.name, start, end, factor, (float(d[0]), float(d[1])), labelled, preview), masks
 
 
@@ -658,13 +677,16 @@ def write_preview_of(out: Path, path: Path) -> Path | None:
     from amsrc.data.readers import open_clip
 
     rec = json.loads((out / RECORD).read_text())
-    idx = load_dataset(out)
-    for e, src, c in zip(rec["events"], rec["held_out_sources"], idx.clips("testing")):
+    test = {c.name: c for c in load_dataset(out).clips("testing")}
+    for e, src in zip(rec["events"], rec["held_out_sources"]):
         if e.get("preview_frame") is None:
             continue
         t = int(e["preview_frame"])
-        original = open_clip(next(x for x in source_clips([src]) if x.name == c.name)).read(t)
-        return write_preview(path, original, open_clip(c).read(t), c.masks.read(t))
+        c = test.get(e["clip"])
+        original = [x for x in source_clips([src]) if x.name == e["clip"]]
+        if c is None or not original:
+            raise DataError(out / RECORD, f"event of clip {e['clip']} has no injected clip or source ({src}) to preview")
+        return write_preview(path, open_clip(original[0]).read(t), open_clip(c).read(t), c.masks.read(t))
     return None
 
 
