@@ -52,7 +52,7 @@ from amsrc.prepare.cubes import T_APPEARANCE
 from amsrc.prepare.recall import OBJECT_MIN_PX
 from amsrc.sources import DEFAULT_FPS
 
-INJECT_VERSION = 1  # bump when the compositing changes (recorded in inject.json)
+INJECT_VERSION = 2  # bump when the compositing changes (recorded in inject.json)
 KINDS = ("fast", "contraflow", "loiter", "rigid")
 MIN_CLIP_FRAMES = T_APPEARANCE  # a cube needs frames t-4 .. t
 FG_THRESHOLD = 25  # grey-level difference from the median background that counts as foreground
@@ -267,13 +267,13 @@ def _grey1(rgb: np.ndarray) -> np.ndarray:
 
 
 def _soft_alpha(mask: np.ndarray) -> np.ndarray:
-    """Soft edges that keep the inside opaque: the mask grown by one pixel, then a Gaussian
-    (sigma 1 px), so alpha falls from 1 to 0 across the silhouette's rim."""
+    """Soft edges inside the silhouette: a Gaussian (sigma 0.8 px) of the mask, remapped so alpha
+    is 1 a pixel inside the outline and 0 a pixel outside it. No rim of the ground the object was
+    cut from is carried along (it would show as a halo on other ground)."""
     import cv2
 
-    grown = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8))
-    a = cv2.GaussianBlur(grown.astype(np.float32), (0, 0), 1.0) * 1.5
-    return np.clip(a, 0.0, 1.0)
+    a = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.8)
+    return np.clip((a - 0.25) / 0.5, 0.0, 1.0)
 
 
 def cut_walker(frames: np.ndarray, grey: list, bg: np.ndarray, scene: SceneModel,
@@ -305,9 +305,11 @@ def cut_walker(frames: np.ndarray, grey: list, bg: np.ndarray, scene: SceneModel
     return Sprite(frames[b.t, y0:y1, x0:x1].astype(np.float32), alpha, bg_level, b.y1)
 
 
-def rigid_object(scene: SceneModel, bg: np.ndarray, rng: np.random.Generator, row: float) -> Sprite:
+def rigid_object(scene: SceneModel, bg: np.ndarray, rng: np.random.Generator, row: float,
+                 colour: bool = True) -> Sprite:
     """A foreign textured box 1.6 x 0.9 walker heights (a cart, a small vehicle), darker or
-    lighter than the ground, with a smooth noise texture and a darker rim."""
+    lighter than the ground, with a smooth noise texture and a darker rim; tinted only in colour
+    footage."""
     import cv2
 
     hh = scene.height_at(row)
@@ -324,6 +326,8 @@ def rigid_object(scene: SceneModel, bg: np.ndarray, rng: np.random.Generator, ro
     grey[:, :rim] *= 0.8
     grey[:, -rim:] *= 0.8
     tint = rng.uniform(0.85, 1.15, 3).astype(np.float32)
+    if not colour:
+        tint[:] = 1.0
     rgb = np.clip(grey[..., None] * tint[None, None, :], 0, 255).astype(np.float32)
     m = np.zeros((h + 4, w + 4), np.uint8)
     cv2.rectangle(m, (2, 2), (w + 1, h + 1), 1, thickness=-1)
@@ -345,8 +349,11 @@ class Event:
 
 
 def _walkway_point(scene: SceneModel, rng: np.random.Generator) -> tuple[float, float]:
-    """(x, bottom row) of a random upright blob of the normal footage: a place where people walk."""
-    i = int(rng.integers(len(scene.fg_rows)))
+    """(x, bottom row) of a random upright blob of the normal footage: a place where people walk,
+    away from the left and right tenth of the frame (where an object is only partly in view)."""
+    h, w = scene.size
+    inside = [i for i, x in enumerate(scene.fg_cols) if 0.1 * w <= x <= 0.9 * w] or list(range(len(scene.fg_cols)))
+    i = inside[int(rng.integers(len(inside)))]
     return float(scene.fg_cols[i]), float(scene.fg_rows[i])
 
 
@@ -629,7 +636,8 @@ def _inject_clip(clip: Clip, kind: str, frames: np.ndarray, grey: list, bg: np.n
     fps = fps or clip.fps or DEFAULT_FPS
     start, pos, factor, d = _schedule(kind, n, scene, rng, fps)
     if kind == "rigid":
-        sprite = rigid_object(scene, bg, rng, pos[0][1] if pos else scene.size[0] / 2)
+        colour = bool(np.any(frames[0, ..., 0] != frames[0, ..., 1]) or np.any(frames[0, ..., 1] != frames[0, ..., 2]))
+        sprite = rigid_object(scene, bg, rng, pos[0][1] if pos else scene.size[0] / 2, colour)
     else:
         sprite = cut_walker(frames, grey, bg, scene, rng, clip.source)
     masks = np.zeros((n, *scene.size), bool)
