@@ -67,6 +67,7 @@ def test_velocity_gmm_flags_unusually_slow_and_fast_objects():
 class _Clip:
     def __init__(self, name, app, flow, offsets, labels):
         self.name, self.appearance, self.flow, self.offsets, self.labels = name, app, flow, np.asarray(offsets), labels
+        self.object_labels = None
 
 
 def test_score_clip_takes_the_frame_max_and_the_empty_rule():

@@ -174,7 +174,7 @@ class BaselineScorer:
         raw = frame_scores(obj, clip.offsets, self.empty_score_)
         nan = np.full(obj.size, np.nan, np.float32)
         return ClipScores(clip.name, raw, smooth(raw, self.score or ScoreConfig()), obj, nan, nan, clip.labels,
-                          np.asarray(clip.offsets))
+                          np.asarray(clip.offsets), clip.object_labels)
 
     def score_store(self, store, split: str = "testing") -> list:
         """Scores of every clip of a split (sizes checked when the store was opened; no CRC pass, which

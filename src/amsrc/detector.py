@@ -28,6 +28,7 @@ class ClipScores:
     s_p: np.ndarray  # (N,) float32 raw squared prediction error
     labels: np.ndarray | None  # (n_frames,) uint8 frame labels where known
     offsets: np.ndarray | None = None  # (n_frames + 1,) int64: objects of frame t are [offsets[t], offsets[t+1])
+    object_labels: np.ndarray | None = None  # (N,) uint8 per-object labels from pixel masks, where the store has them
 
 
 class AMSRC:
@@ -132,7 +133,7 @@ class AMSRC:
         empty = empty_frame_score(self.train_stats_, p.score.w_f, p.score.w_p)
         raw = np.asarray(frame_scores(comb, clip.offsets, empty), dtype=np.float64)
         return ClipScores(clip.name, raw, np.asarray(smooth(raw, p.score), dtype=np.float64),
-                          comb, s_f, s_p, clip.labels, np.asarray(clip.offsets))
+                          comb, s_f, s_p, clip.labels, np.asarray(clip.offsets), clip.object_labels)
 
     def score_store(self, store, split: str = "testing") -> list[ClipScores]:
         """Scores of every clip of a split of a cube store, in dataset order."""

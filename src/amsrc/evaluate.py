@@ -17,9 +17,9 @@ import numpy as np
 
 from amsrc.config import ScoreConfig
 from amsrc.errors import ConfigError
+from amsrc.prepare.cubes import T_APPEARANCE
 
-
-PAPER_DROP = 4  # the official evaluation leaves out the first 4 frames of each clip (they have no cube)
+PAPER_DROP = T_APPEARANCE - 1  # the official evaluation leaves out the first 4 frames of each clip (they have no cube)
 PAPER_MEDIAN_K = 17  # ... and median-filters each clip's frame scores over 17 frames
 
 
@@ -42,20 +42,20 @@ def paper_protocol(raw: dict[str, np.ndarray], labels: dict[str, np.ndarray]) ->
     return _metrics(scores, {n: labels[n][PAPER_DROP:] for n in kept})
 
 
-def object_auroc(objects: dict[str, np.ndarray], object_labels: dict[str, np.ndarray | None]) -> float | None:
-    """AUROC of object scores against the stored per-cube labels (pixel masks); None without
-    labels or without both classes."""
+def object_auroc(clips: list) -> float | None:
+    """AUROC of the clips' object scores against their stored per-cube labels (pixel masks); None
+    without labels or without both classes."""
     from amsrc.metrics import roc_auc
 
-    names = [n for n in objects if object_labels.get(n) is not None]
-    if not names:
+    labelled = [c for c in clips if c.object_labels is not None]
+    if not labelled:
         return None
-    s = np.concatenate([objects[n] for n in names])
-    y = np.concatenate([object_labels[n] for n in names])
+    s = np.concatenate([c.objects for c in labelled])
+    y = np.concatenate([c.object_labels for c in labelled])
     return roc_auc(s, y) if 0 < int(y.sum()) < y.size else None
 
 
-def score_metrics(clips: list, smooth_cfg: ScoreConfig, object_labels: dict[str, np.ndarray | None]) -> dict[str, Any]:
+def score_metrics(clips: list, smooth_cfg: ScoreConfig) -> dict[str, Any]:
     """Every protocol for one scorer's :class:`~amsrc.detector.ClipScores`: ``raw`` (every frame, no
     smoothing), ``smoothed`` (``smooth_cfg``), ``paper`` (:func:`paper_protocol`) and ``object``
     (object-level AUROC where pixel masks gave object labels)."""
@@ -67,7 +67,7 @@ def score_metrics(clips: list, smooth_cfg: ScoreConfig, object_labels: dict[str,
         "raw": _metrics(raw, labels),
         "smoothed": _metrics({n: smooth(v, smooth_cfg) for n, v in raw.items()}, labels),
         "paper": paper_protocol(raw, labels),
-        "object": object_auroc({c.name: c.objects for c in clips}, object_labels),
+        "object": object_auroc(clips),
     }
 
 
@@ -91,13 +91,12 @@ def cue_clips(detector, clips: list) -> dict[str, list]:
         for c in clips:
             obj = combine(c.s_f, np.nan_to_num(c.s_p), st, w_f, w_p)
             raw = frame_scores(obj, c.offsets, empty)
-            rows.append(ClipScores(c.name, raw, raw, obj, c.s_f, c.s_p, c.labels, c.offsets))
+            rows.append(ClipScores(c.name, raw, raw, obj, c.s_f, c.s_p, c.labels, c.offsets, c.object_labels))
         out[cue] = rows
     return out
 
 
-def evaluate_baselines(store, split: str, smooth_cfg: ScoreConfig, object_labels: dict,
-                       names: list[str] | None = None) -> dict[str, Any]:
+def evaluate_baselines(store, split: str, smooth_cfg: ScoreConfig, names: list[str] | None = None) -> dict[str, Any]:
     """Every registered non-learned scorer (:mod:`amsrc.baselines`), fitted on the store's training
     cubes and scored on ``split``, with :func:`score_metrics`."""
     from amsrc.baselines import BaselineScorer, baseline_names
@@ -106,7 +105,7 @@ def evaluate_baselines(store, split: str, smooth_cfg: ScoreConfig, object_labels
     for name in names or baseline_names():
         t0 = time.perf_counter()
         b = BaselineScorer(name, smooth_cfg).fit(store)
-        out[name] = {**score_metrics(b.score_store(store, split), smooth_cfg, object_labels),
+        out[name] = {**score_metrics(b.score_store(store, split), smooth_cfg),
                      "seconds": round(time.perf_counter() - t0, 2)}
     return out
 
@@ -140,8 +139,7 @@ def evaluate(detector, store, out_dir: str | Path, split: str = "testing", top_k
     raw = {c.name: c.frame_raw for c in clips}
     smoothed = {c.name: smooth(c.frame_raw, smooth_cfg) for c in clips}
     labels = {c.name: np.asarray(c.labels, dtype=np.uint8) for c in clips}
-    object_labels = {c.name: store.load(split, c.name, verify=False).object_labels for c in clips}
-    metrics = score_metrics(clips, smooth_cfg, object_labels)
+    metrics = score_metrics(clips, smooth_cfg)
 
     per_clip = {}
     for c in clips:
@@ -169,11 +167,11 @@ def evaluate(detector, store, out_dir: str | Path, split: str = "testing", top_k
         **metrics,
         "smoothing": _smoothing_name(smooth_cfg),
         "paper_protocol": f"first {PAPER_DROP} frames of each clip left out, median filter k={PAPER_MEDIAN_K} per clip",
-        "cues": {k: score_metrics(v, smooth_cfg, object_labels) for k, v in cue_clips(detector, clips).items()},
+        "cues": {k: score_metrics(v, smooth_cfg) for k, v in cue_clips(detector, clips).items()},
         "clips": per_clip,
     }
     if baselines:
-        result["baselines"] = evaluate_baselines(store, split, smooth_cfg, object_labels)
+        result["baselines"] = evaluate_baselines(store, split, smooth_cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     if plots:
         from amsrc.report import plot_score_curves

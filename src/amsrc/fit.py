@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from amsrc.config import Preset, get_preset
-from amsrc.sources import DEFAULT_FPS
 from amsrc.data.index import Clip, DatasetIndex
+from amsrc.data.layouts import normal_clips
 from amsrc.errors import ConfigError, DataError
+from amsrc.sources import DEFAULT_FPS
 
 THRESHOLD_Q = 99.5  # percentile of the training frame scores (smoothed, causal) that is the threshold
 THRESHOLD_LOW_Q = 98.0  # percentile below which an open event ends (hysteresis)
@@ -118,16 +119,6 @@ def auto_preset(height: int, width: int, fps: float | None, base: str = "default
 
 
 # ---------------------------------------------------------------- sources -> index
-def _clips_of(source: Path) -> list[Clip]:
-    from amsrc.data.layouts import load_dataset
-
-    idx = load_dataset(source)
-    for split in ("training", "all"):
-        if idx.clips(split):
-            return list(idx.clips(split))
-    raise DataError(source, f"has no training clips (splits: {sorted(idx.splits)})")
-
-
 def _clip_size(clip: Clip) -> tuple[int, int]:
     from amsrc.data.readers import open_clip
 
@@ -184,7 +175,7 @@ def build_footage(sources: list[str | Path], work: Path, frame_range: FrameRange
     """Index the sources as one training split, with ``frame_range`` applied to every clip."""
     clips: list[Clip] = []
     for src in sources:
-        clips += _clips_of(Path(src))
+        clips += normal_clips(Path(src))
     if not clips:
         raise DataError(Path(str(sources[0])), "no clips found")
     sizes = {}
@@ -291,28 +282,33 @@ class Threshold:
 
 
 def frame_scores_smoothed(det, store, split: str) -> list[np.ndarray]:
-    """Causally smoothed frame scores of every clip of a split, as live scoring computes them."""
-    from amsrc.scoring import smooth
+    """Smoothed frame scores of every clip of a split (the preset's smoothing; causal for a fitted
+    model, as live scoring computes them)."""
+    return [det.score_clip(store.load(split, n)).frame for n in store.clips(split)]
 
-    return [smooth(det.score_clip(store.load(split, n)).frame_raw, det.preset_.score) for n in store.clips(split)]
+
+def alarms(scores: list[np.ndarray], value: float, low: float) -> tuple[int, float, int]:
+    """(frames, share of frames >= value, events of the live event rule) of clips' smoothed scores."""
+    from amsrc.alerts import offline_events
+
+    allf = np.concatenate(scores) if scores else np.zeros(0)
+    events = sum(len(offline_events(s, value, low)) for s in scores)
+    return int(allf.size), float(np.mean(allf >= value)) if allf.size else float("nan"), int(events)
 
 
 def learn_threshold(det, store, split: str, desc: str, fps: float | None) -> Threshold:
     """:data:`THRESHOLD_Q`-th percentile of the held-out frames' smoothed scores, with its false alarms."""
-    from amsrc.alerts import offline_events
-
     scores = frame_scores_smoothed(det, store, split)
     allf = np.concatenate(scores) if scores else np.zeros(0)
     if allf.size == 0:
         raise ConfigError(f"{store.root}: no held-out frames to set the threshold on")
     thr = float(np.percentile(allf, THRESHOLD_Q))
     low = float(np.percentile(allf, THRESHOLD_LOW_Q))
-    events = sum(len(offline_events(s, thr, low)) for s in scores)
+    frames, above, events = alarms(scores, thr, low)
     rate = fps or DEFAULT_FPS
     rule = (f"{THRESHOLD_Q}th percentile of the causally smoothed frame scores of {desc} (not trained on); "
             f"events end below the {THRESHOLD_LOW_Q}th percentile")
-    return Threshold(thr, low, rule, int(allf.size), float(np.mean(allf >= thr)), int(events),
-                     allf.size / rate / 3600.0, float(rate), fps is None)
+    return Threshold(thr, low, rule, frames, above, events, frames / rate / 3600.0, float(rate), fps is None)
 
 
 def validate_alerts(det, threshold: Threshold, val_root: str | Path, work: Path, progress: bool = False) -> dict:
@@ -335,17 +331,21 @@ def validate_alerts(det, threshold: Threshold, val_root: str | Path, work: Path,
     scores = frame_scores_smoothed(det, store, "testing")
     n_ev = detected = false_alarms = normal = 0
     delays = []
+
+    def overlaps(e: dict, a: int, b: int) -> bool:  # an alert event and labelled frames a..b (inclusive)
+        return e["start_frame"] <= b and e["end_frame"] >= a
+
     for c, s in zip(test, scores):
         evs = offline_events(s, threshold.value, threshold.low)
         truth = [(a - 1, b - 1) for a, b in labels_to_intervals(c.labels)]  # 0-based inclusive
         normal += int((c.labels == 0).sum())
         n_ev += len(truth)
         for a, b in truth:
-            hits = [e for e in evs if e["start_frame"] <= b and e["end_frame"] >= a]
+            hits = [e for e in evs if overlaps(e, a, b)]
             if hits:
                 detected += 1
                 delays.append(max(0, min(e["alert_frame"] for e in hits) - a))
-        false_alarms += sum(1 for e in evs if not any(e["start_frame"] <= b and e["end_frame"] >= a for a, b in truth))
+        false_alarms += sum(1 for e in evs if not any(overlaps(e, a, b) for a, b in truth))
     rate = threshold.fps
     return {"events": n_ev, "detected": detected, "detection_rate": detected / n_ev if n_ev else float("nan"),
             "median_delay_s": float(np.median(delays)) / rate if delays else None,

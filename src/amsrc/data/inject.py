@@ -89,17 +89,10 @@ def _read_clip(clip: Clip, keep_rgb: bool) -> tuple[np.ndarray | None, list, np.
 
 def source_clips(sources: list[str | Path]) -> list[Clip]:
     """Clips of the sources in order: clip folders and video files one by one, or a dataset
-    root's normal split (its "training" split, else "all")."""
-    from amsrc.data.layouts import load_dataset
+    root's normal split (:func:`amsrc.data.layouts.normal_clips`)."""
+    from amsrc.data.layouts import normal_clips
 
-    clips: list[Clip] = []
-    for src in sources:
-        idx = load_dataset(Path(src))
-        part = idx.clips("training") or idx.clips("all")
-        if not part:
-            raise DataError(Path(src), f"holds no normal clips (splits: {sorted(idx.splits)})")
-        clips += part
-    return clips
+    return [c for src in sources for c in normal_clips(Path(src))]
 
 
 # ---------------------------------------------------------------- the scene, measured

@@ -511,3 +511,13 @@ def load_dataset(root: Path, layout: str | None = None, *, deep: bool = False) -
     elif not root.exists():
         raise DataError(root, "not found")
     return _LOADERS[layout](root, deep)
+
+
+def normal_clips(source: Path) -> list[Clip]:
+    """The normal clips of a source (a dataset root, a folder of videos or frame folders, one video
+    or one frame folder): its "training" split, else its "all" split; DataError when it has neither."""
+    idx = load_dataset(Path(source))
+    for split in ("training", "all"):
+        if idx.clips(split):
+            return list(idx.clips(split))
+    raise DataError(Path(source), f"holds no normal clips (splits: {sorted(idx.splits)})")
