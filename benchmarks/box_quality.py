@@ -24,7 +24,6 @@ levels: |I_t-1(x) - I_t(x + flow(x))| on pixels that changed by more than 18), w
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

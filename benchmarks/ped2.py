@@ -60,49 +60,16 @@ def _machine(device: str) -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
 
 
-class _Stages:
-    """Per-stage wall time of a live StreamScorer by wrapping its flow, box detector, cube extractor,
-    input conversion and network call (a few µs per frame): read (decode the JPEG), flow, boxes,
-    crops (cube crops and resizes, grey conversion), inputs (cubes -> float tensors), network
-    (encoders or the whole net, S_f/S_p, combine), rest (speeds, smoothing, result)."""
+STAGES = ("read", "flow", "boxes", "crops", "inputs", "network", "rest")
 
-    NAMES = ("read", "flow", "boxes", "crops", "inputs", "network", "rest")
 
-    def __init__(self, scorer):
-        self.t = dict.fromkeys(self.NAMES + ("extract", "total"), 0.0)
-        ex, det = scorer.extractor, scorer.detector
-        ex.flow = self._wrap(ex.flow, "flow")
-        box = ex.box_detector
-        wrapped = self._wrap(box, "boxes")
-
-        class _Box:  # keeps the detector's reset()
-            def __call__(self_, *a):
-                return wrapped(*a)
-
-            def reset(self_):
-                if hasattr(box, "reset"):
-                    box.reset()
-
-        ex.box_detector = _Box()
-        ex.push = self._wrap(ex.push, "extract")
-        det.network_inputs = self._wrap(det.network_inputs, "inputs")
-        det.score_cubes = self._wrap(det.score_cubes, "network")
-
-    def _wrap(self, fn, name):
-        def run(*a, **k):
-            t0 = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                self.t[name] += time.perf_counter() - t0
-        return run
-
-    def ms_per_frame(self, n: int) -> dict:
-        t = self.t
-        out = {"read": t["read"], "flow": t["flow"], "boxes": t["boxes"],
-               "crops": t["extract"] - t["flow"] - t["boxes"], "inputs": t["inputs"], "network": t["network"],
-               "rest": t["total"] - t["extract"] - t["inputs"] - t["network"]}
-        return {k: round(1000 * v / max(n, 1), 3) for k, v in out.items()}
+def _ms_per_frame(scorer, read_s: float, total_s: float, n: int) -> dict:
+    """Per-stage ms per frame of a live StreamScorer from the times it records itself
+    (``extractor.seconds``: flow, boxes, crops; ``scorer.seconds``: inputs, network): read (decode the
+    JPEG, timed here), rest (speeds, smoothing, result)."""
+    t = {"read": read_s, **scorer.extractor.seconds, **scorer.seconds}
+    t["rest"] = total_s - sum(t[k] for k in ("flow", "boxes", "crops", "inputs", "network"))
+    return {k: round(1000 * t[k] / max(n, 1), 3) for k in STAGES}
 
 
 def stream_speed(model_path: Path, data: Path, device: str, n_clips: int | None = None) -> dict:
@@ -121,7 +88,7 @@ def stream_speed(model_path: Path, data: Path, device: str, n_clips: int | None 
     from amsrc.data.layouts import load_dataset
     from amsrc.data.readers import open_clip
     from amsrc.detector import AMSRC
-    from amsrc.stream import StreamScorer
+    from amsrc.live.stream import StreamScorer
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -132,7 +99,7 @@ def stream_speed(model_path: Path, data: Path, device: str, n_clips: int | None 
     try:
         scorer = StreamScorer(det)
         out["decoder_run"] = scorer.need_pred
-        stages = _Stages(scorer)
+        read_s = total_s = 0.0
         raw_live, n, objects = [], 0, 0
         t0 = time.perf_counter()
         for clip in clips:
@@ -142,17 +109,17 @@ def stream_speed(model_path: Path, data: Path, device: str, n_clips: int | None 
                 ta = time.perf_counter()
                 frame = next(frames, None)
                 tb = time.perf_counter()
-                stages.t["read"] += tb - ta
+                read_s += tb - ta
                 if frame is None:
                     break
                 r = scorer.push(frame)
-                stages.t["total"] += time.perf_counter() - tb
+                total_s += time.perf_counter() - tb
                 raw_live.append(r.raw)
                 objects += len(r.boxes)
                 n += 1
         wall = time.perf_counter() - t0
         out["frames"], out["objects_per_frame"] = n, objects / max(n, 1)
-        out["live"] = {"wall_s": wall, "frames_per_s": n / wall, "ms_per_frame": stages.ms_per_frame(n)}
+        out["live"] = {"wall_s": wall, "frames_per_s": n / wall, "ms_per_frame": _ms_per_frame(scorer, read_s, total_s, n)}
 
         scorer = StreamScorer(det)
         raw_thr = []
@@ -184,9 +151,10 @@ def _stream_lines(s: dict) -> list[str]:
 def train_speed(store_dir: Path, device: str, n_cubes: int) -> list[dict]:
     """samples/s (training) and objects/s (scoring) per width preset on real Ped2 cubes."""
     from amsrc.config import ModelConfig, get_preset
-    from amsrc.inference import object_scores
+    from amsrc.detector import AMSRC
     from amsrc.prepare.store import CubeStore
-    from amsrc.train import load_checkpoint, train_model
+    from amsrc.scoring import object_scores
+    from amsrc.training.loop import train_model
 
     store = CubeStore.open(store_dir)
     app, flow = [], []
@@ -205,7 +173,8 @@ def train_speed(store_dir: Path, device: str, n_cubes: int) -> list[dict]:
             ckpt = train_model([(app, flow)], p, Path(tmp), device=device, progress=False)
             with open(Path(tmp) / "train_log.csv", newline="") as fh:
                 sps = float(list(csv.DictReader(fh))[-1]["samples_per_s"])
-            model, preset, _ = load_checkpoint(ckpt, device=device)
+            loaded = AMSRC.load(ckpt, device=device)
+            model, preset = loaded.model_, loaded.preset_
             object_scores(model, app[:512], flow[:512], preset.model.flow_scale, device=device)  # warm-up
             t0 = time.perf_counter()
             object_scores(model, app, flow, preset.model.flow_scale, device=device)
@@ -258,7 +227,7 @@ def threshold_check(val_dir: Path, data: Path, variant: str, workers: int) -> di
     from amsrc.data.index import DatasetIndex
     from amsrc.data.layouts import load_dataset
     from amsrc.detector import AMSRC
-    from amsrc.fit import THRESHOLD_Q, alarms, frame_scores_smoothed, learn_threshold
+    from amsrc.live.fit import THRESHOLD_Q, alarms, frame_scores_smoothed, learn_threshold
     from amsrc.prepare.run import prepare_dataset
     from amsrc.prepare.store import CubeStore
 
@@ -301,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from amsrc.data.inject import InjectSettings, inject
-    from amsrc.pipeline import format_result, run_pipeline
+    from amsrc.eval.pipeline import format_result, run_pipeline
 
     out, data = Path(args.out), Path(args.data)
     if args.stream_only:

@@ -82,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from amsrc.config import ModelConfig, get_preset
-    from amsrc.inference import object_scores
-    from amsrc.train import load_checkpoint, train_model
+    from amsrc.detector import AMSRC
+    from amsrc.scoring import object_scores
+    from amsrc.training.loop import train_model
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 path = train_model([(app[: args.cubes], flow[: args.cubes])], p, out, device=args.device, progress=False)
                 with open(out / "train_log.csv", newline="") as fh:
                     train_sps = float(list(csv.DictReader(fh))[-1]["samples_per_s"])
-                model, _, _ = load_checkpoint(path, device=args.device)
+                model = AMSRC.load(path, device=args.device).model_
                 sc_a, sc_f = app[: args.score_cubes], flow[: args.score_cubes]
                 object_scores(model, sc_a[:512], sc_f[:512], p.model.flow_scale, device=args.device)  # warm-up
                 best = float("inf")

@@ -7,7 +7,7 @@ import pytest
 from scipy.ndimage import median_filter
 from sklearn.metrics import roc_auc_score
 
-from amsrc.baselines import BaselineScorer, baseline_names, copy_last_error, get_baseline, velocity_feature
+from amsrc.eval.baselines import BaselineScorer, baseline_names, copy_last_error, get_baseline, velocity_feature
 from amsrc.config import ScoreConfig
 from amsrc.errors import ConfigError
 
@@ -83,7 +83,7 @@ def test_score_clip_takes_the_frame_max_and_the_empty_rule():
 
 
 def test_paper_protocol_equals_its_definition():
-    from amsrc.evaluate import PAPER_DROP, PAPER_MEDIAN_K, paper_protocol
+    from amsrc.eval.evaluate import PAPER_DROP, PAPER_MEDIAN_K, paper_protocol
 
     rng = np.random.default_rng(4)
     raw = {n: rng.normal(size=k) for n, k in (("a", 60), ("b", 45), ("c", 30))}

@@ -76,16 +76,16 @@ def fitted(tmp_path_factory):
 
 
 def test_fit_stores_threshold_size_and_speeds(fitted):
-    from amsrc.fit import load_fitted
+    from amsrc.detector import AMSRC
 
-    fm = load_fitted(fitted["model"])
-    assert fm.frame_size == (H, W)
-    assert fm.threshold is not None and np.isfinite(fm.threshold)
-    assert fm.threshold_low <= fm.threshold
-    assert "99.5th percentile" in fm.rule
-    assert fm.detector.preset_.score.causal is True
+    fm = AMSRC.load(fitted["model"])
+    assert fm.footage_.frame_size == (H, W)
+    assert fm.threshold_.value is not None and np.isfinite(fm.threshold_.value)
+    assert fm.threshold_.low <= fm.threshold_.value
+    assert "99.5th percentile" in fm.threshold_.rule
+    assert fm.preset_.score.causal is True
     # walkers move ~2 px/frame: the training speed median is about that
-    med = float(np.interp(50, fm.speeds.levels, fm.speeds.values))
+    med = float(np.interp(50, fm.footage_.speed_stats.levels, fm.footage_.speed_stats.values))
     assert 1.0 < med < 3.5
 
 
@@ -119,17 +119,17 @@ def test_event_alerted_normal_stretches_not(fitted, capsys):
 def test_stream_scorer_equals_prepared_store(fitted, tmp_path):
     from amsrc.data.index import DatasetIndex
     from amsrc.data.layouts import frame_folder_clip
-    from amsrc.fit import load_fitted
+    from amsrc.detector import AMSRC
     from amsrc.prepare.run import prepare_dataset
     from amsrc.prepare.store import CubeStore
-    from amsrc.stream import StreamScorer
+    from amsrc.live.stream import StreamScorer
 
-    fm = load_fitted(fitted["model"])
+    fm = AMSRC.load(fitted["model"])
     clip = frame_folder_clip(fitted["test"], "testing", name="test")
     idx = DatasetIndex(root=fitted["test"], layout="folder", splits={"testing": (clip,)})
-    prepare_dataset(idx, fm.detector.preset_.prepare, tmp_path / "cubes", progress=False)
-    cs = fm.detector.score_clip(CubeStore.open(tmp_path / "cubes").load("testing", "test"))
-    sc = StreamScorer(fm.detector, fm.threshold, fm.frame_size)
+    prepare_dataset(idx, fm.preset_.prepare, tmp_path / "cubes", progress=False)
+    cs = fm.score_clip(CubeStore.open(tmp_path / "cubes").load("testing", "test"))
+    sc = StreamScorer(fm, fm.threshold_.value, fm.footage_.frame_size)
     res = [sc.push(f) for f in fitted["frames"]]
     np.testing.assert_allclose([r.raw for r in res], cs.frame_raw, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose([r.score for r in res], cs.frame, rtol=1e-5, atol=1e-5)
@@ -187,7 +187,7 @@ def test_corrupt_frame_skipped_and_scoring_continues(fitted, tmp_path, capsys):
 # ---------------------------------------------------------------- small pieces (no model)
 def test_parse_range():
     from amsrc.errors import ConfigError
-    from amsrc.fit import parse_range
+    from amsrc.live.fit import parse_range
 
     assert parse_range("0:60s").frames(25) == (0, 1500)
     assert parse_range("100:900").frames(10) == (100, 900)
@@ -199,7 +199,7 @@ def test_parse_range():
 
 def test_auto_preset_scales_boxes_like_the_named_presets():
     from amsrc.config import get_preset
-    from amsrc.fit import auto_preset
+    from amsrc.live.fit import auto_preset
 
     for h, name in ((360, "avenue"), (480, "shanghaitech"), (240, "default")):
         p, notes = auto_preset(h, 640, 30.0)
@@ -213,7 +213,7 @@ def test_auto_preset_scales_boxes_like_the_named_presets():
 def test_video_range_becomes_a_frame_folder(tmp_path):
     from helpers_video import write_video
 
-    from amsrc.fit import build_footage, parse_range
+    from amsrc.live.fit import build_footage, parse_range
 
     path = write_video(tmp_path / "v.mkv", np.stack([np.full((24, 32, 3), 20 * i, np.uint8) for i in range(12)]),
                        codec="ffv1", fps=10)
@@ -226,14 +226,14 @@ def test_video_range_becomes_a_frame_folder(tmp_path):
 
 
 def _fr(score: float):
-    from amsrc.stream import FrameResult
+    from amsrc.live.stream import FrameResult
 
     z = np.zeros(0)
     return FrameResult(0, score, score, None, np.zeros((0, 4), np.int32), z, z, z, z, 0.0)
 
 
 def test_event_detector_hysteresis():
-    from amsrc.alerts import EventDetector
+    from amsrc.live.events import EventDetector
 
     scores = [0] * 10 + [5, 5] + [0] * 5 + [5] * 6 + [0.6, 0.6, 0] + [0] * 10
     det = EventDetector(threshold=1.0, threshold_low=0.5, min_frames=3, end_frames=5)
@@ -265,14 +265,13 @@ def test_score_writes_overlay_and_report(fitted, tmp_path, capsys):
 
 
 def test_threshold_is_set_on_held_out_footage_with_its_false_alarm_rate(fitted):
-    import torch
 
-    from amsrc.fit import load_fitted
+    from amsrc.detector import AMSRC
 
-    fm = load_fitted(fitted["model"])
-    assert "last 20% of every clip (not trained on)" in fm.rule
-    state = torch.load(fitted["model"], weights_only=True)
-    assert np.isfinite(state["false_alarms_per_hour"]) and state["false_alarms_per_hour"] >= 0
+    fm = AMSRC.load(fitted["model"])
+    assert "last 20% of every clip (not trained on)" in fm.threshold_.rule
+    fa = fm.threshold_.false_alarms_per_hour
+    assert np.isfinite(fa) and fa >= 0
     # the model trained on the first 160 frames only: its training log counts their cubes
     work = fitted["model"].with_name("model_work")
     from amsrc.prepare.store import CubeStore
@@ -284,7 +283,7 @@ def test_threshold_is_set_on_held_out_footage_with_its_false_alarm_rate(fitted):
 def test_hold_out_named_clips_and_refusals(tmp_path):
     from amsrc.data.index import Clip, DatasetIndex
     from amsrc.errors import ConfigError
-    from amsrc.fit import Footage, hold_out
+    from amsrc.live.fit import Footage, hold_out
 
     clips = tuple(Clip(n, "training", tmp_path / n, 50, tuple(tmp_path / n / f"{i}.png" for i in range(50)))
                   for n in ("a", "b", "c"))
@@ -306,15 +305,16 @@ def test_hold_out_named_clips_and_refusals(tmp_path):
 
 def test_validation_counts_alerted_events_and_time_to_alert(fitted, tmp_path):
     from amsrc.data.groundtruth import write_mat_intervals
-    from amsrc.fit import Threshold, format_validation, load_fitted, validate_alerts
+    from amsrc.detector import AMSRC
+    from amsrc.live.fit import Threshold, format_validation, validate_alerts
 
     root = tmp_path / "val"
     write_folder(scene(40, 3), root / "training" / "frames" / "01")
     write_folder(fitted["frames"], root / "testing" / "frames" / "01")
     write_mat_intervals(root / "val.mat", [[(EVENT[0] + 1, EVENT[1])]], "test")
-    fm = load_fitted(fitted["model"])
-    thr = Threshold(fm.threshold, fm.threshold_low, "", 1, 0.0, 0, 1.0, 25.0, False)
-    v = validate_alerts(fm.detector, thr, root, tmp_path / "work")
+    fm = AMSRC.load(fitted["model"])
+    thr = Threshold(fm.threshold_.value, fm.threshold_.low, "", 1, 0.0, 0, 1.0, 25.0, False)
+    v = validate_alerts(fm, thr, root, tmp_path / "work")
     assert v["events"] == 1 and v["detected"] == 1 and v["detection_rate"] == 1.0
     assert 0 <= v["median_delay_s"] <= 1.0 and v["false_alarms"] == 0
     assert v["normal_s"] == pytest.approx((N_TEST - (EVENT[1] - EVENT[0])) / 25.0)

@@ -1,5 +1,5 @@
 """The self-contained HTML report: its structure (no external resource, escaped text, one row per
-event, ground truth where the labels say) and a real render in headless Chromium."""
+event, ground truth where the labels say), its matplotlib SVG curves and a real render in headless Chromium."""
 
 from __future__ import annotations
 
@@ -9,10 +9,18 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 
+import cv2
 import numpy as np
 import pytest
 
-from amsrc.report import CURVE_COLOUR, labels_to_intervals, png_bytes, write_html_report
+from amsrc.report.html import (
+    CURVE_COLOUR,
+    EVENT_COLOUR,
+    GT_COLOUR,
+    labels_to_intervals,
+    score_curve_svg,
+    write_html_report,
+)
 
 
 class _Tags(HTMLParser):
@@ -29,6 +37,46 @@ class _Tags(HTMLParser):
 
     def handle_data(self, data):
         self.text.append(data)
+
+
+def _style(attrs: dict) -> dict[str, str]:
+    """An SVG element's style="k: v; ..." (matplotlib writes colours there) as a dict."""
+    items = (kv.split(":", 1) for kv in attrs.get("style", "").split(";") if ":" in kv)
+    return {k.strip(): v.strip() for k, v in items}
+
+
+def _paths(svg: str) -> list[tuple[np.ndarray, dict[str, str]]]:
+    """Every <path> of an SVG: its points ((k, 2) array, path commands dropped) and its style."""
+    p = _Tags()
+    p.feed(svg)
+    out = []
+    for tag, attrs in p.tags:
+        if tag == "path":
+            nums = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", attrs.get("d", ""))]
+            out.append((np.asarray(nums, np.float64).reshape(-1, 2), _style(attrs)))
+    return out
+
+
+def _filled(svg: str, colour: str) -> list[np.ndarray]:
+    return [pts for pts, st in _paths(svg) if st.get("fill") == colour]
+
+
+def _stroked(svg: str, colour: str) -> list[np.ndarray]:
+    return [pts for pts, st in _paths(svg) if st.get("stroke") == colour and st.get("fill") == "none"]
+
+
+def _plot_box(svg: str) -> tuple[float, float, float, float]:
+    """(x0, x1, y_top, y_bottom) of the plot area: the smaller of the two white rectangles
+    (figure and axes backgrounds)."""
+    boxes = [(p[:, 0].min(), p[:, 0].max(), p[:, 1].min(), p[:, 1].max()) for p in _filled(svg, "#ffffff")]
+    assert len(boxes) == 2, boxes
+    return min(boxes, key=lambda b: b[1] - b[0])
+
+
+def _to_frame(x: np.ndarray | float, svg: str, n: int) -> np.ndarray | float:
+    """An SVG x back to a frame index (the x axis spans frames -0.5 .. n - 0.5)."""
+    x0, x1, _, _ = _plot_box(svg)
+    return -0.5 + (np.asarray(x) - x0) / (x1 - x0) * n
 
 
 def _report(tmp_path):
@@ -52,7 +100,7 @@ def _report(tmp_path):
         curves={"Test001": (s, y), "cam <2>": (-s[:100], None)},
         threshold=1.625,
         events=events,
-        thumbnails=[("event 1: crop & error map", png_bytes(crop))],
+        thumbnails=[("event 1: crop & error map", cv2.imencode(".png", crop[:, :, ::-1])[1].tobytes())],
         settings={"name": "synthetic", "model": {"widths": [8, 16, 32, 64], "flow_scale": 4.0}},
         timings={"scoring (s)": 1.25, "frames/s": 456.5},
     )
@@ -74,19 +122,36 @@ def test_html_is_self_contained_escaped_and_complete(tmp_path):
     assert not [t for t, a in p.tags if t in ("script", "link", "iframe")]
     # text is escaped: the title's <script> is text, not a tag
     assert "<script>" not in page and "&lt;script&gt;" in page
-    # the threshold: a dashed line per curve and its value in the text
-    assert sum(1 for t, a in p.tags if a.get("class") == "threshold") == 2
+    # one inline SVG per curve, in order, without XML prolog, namespace URL or metadata
+    svgs = re.findall(r"<svg\b.*?</svg>", page, flags=re.S)
+    assert len(svgs) == 2
+    assert "<?xml" not in page and "<!DOCTYPE svg" not in page and "<metadata" not in page
+    for svg in svgs:
+        assert len(_stroked(svg, CURVE_COLOUR)) == 1  # the score curve
+        dashed = [st for _, st in _paths(svg) if "stroke-dasharray" in st]
+        assert len(dashed) == 1 and dashed[0]["stroke"] == "#000000"  # the threshold
     assert "threshold 1.625" in "".join(p.text)
     # one table row per event, in order, with the explanation's cue
     rows = [a for t, a in p.tags if t == "tr" and a.get("class") == "event-row"]
     assert len(rows) == len(events)
     text = "".join(p.text)
     assert "cue: appearance" in text and "cam <2>" in text and "3.91" in text
-    # event spans: one per event, on its own curve
-    assert sum(1 for t, a in p.tags if a.get("class") == "event") == 2
-    # ground truth: one shaded rect per labelled run, only on the labelled curve
-    gt = [a for t, a in p.tags if a.get("class") == "gt"]
-    assert len(gt) == len(labels_to_intervals(y)) == 2
+    assert len(re.findall(r">frame</text>", page)) == len(re.findall(r">score</text>", page)) == 2  # axis labels
+    # event spans: each event on its own curve (a light span and a band along the top), over its frames
+    for svg, e, n in ((svgs[0], events[0], 300), (svgs[1], events[1], 100)):
+        spans = _filled(svg, EVENT_COLOUR)
+        assert len(spans) == 2
+        for pts in spans:
+            lo, hi = _to_frame(pts[:, 0].min(), svg, n), _to_frame(pts[:, 0].max(), svg, n)
+            assert lo == pytest.approx(e["start_frame"] - 0.5, abs=0.05)
+            assert hi == pytest.approx(e["end_frame"] + 0.5, abs=0.05)
+    # ground truth: one shaded span per labelled run, only on the labelled curve, over its frames
+    gt = _filled(svgs[0], GT_COLOUR)
+    runs = labels_to_intervals(y)
+    assert len(gt) == len(runs) == 2 and _filled(svgs[1], GT_COLOUR) == []
+    got = sorted((_to_frame(g[:, 0].min(), svgs[0], 300), _to_frame(g[:, 0].max(), svgs[0], 300)) for g in gt)
+    for (lo, hi), (a, b) in zip(got, runs):
+        assert lo == pytest.approx(a - 0.5, abs=0.05) and hi == pytest.approx(b - 0.5, abs=0.05)
     # settings flattened, timings present
     assert "model.widths" in text and "frames/s" in text and "456.5" in text
     assert text.count("event 1: crop & error map") == 1
@@ -122,39 +187,52 @@ def test_html_renders_in_headless_chromium(tmp_path):
     curve_px = (np.abs(img - want).sum(axis=2) <= 30).sum()
     assert curve_px > 300, curve_px  # the score curve is drawn
     # ground-truth shading (red at 22% on white) is visible
-    pink = (img[:, :, 0] > 230) & (img[:, :, 1] > 180) & (img[:, :, 1] < 225) & (np.abs(img[:, :, 1] - img[:, :, 2]) < 12)
+    r, g, b = img[:, :, 0], img[:, :, 1], img[:, :, 2]
+    pink = (r > 230) & (g > 180) & (g < 225) & (np.abs(g - b) < 12)
     assert pink.sum() > 2000, pink.sum()
 
 
 def test_long_curve_is_decimated_keeping_extremes():
-    from amsrc.report import score_curve_svg
-
     s = np.sin(np.arange(20000) / 40.0)
     s[12345] = 9.0  # a one-frame spike must survive the decimation
     svg = score_curve_svg(s, None, threshold=0.5, max_points=2000)
-    pts = re.search(r'points="([^"]+)"', svg).group(1).split()
-    assert len(pts) <= 2000
-    ys = np.array([float(p.split(",")[1]) for p in pts])
-    xs = np.array([float(p.split(",")[0]) for p in pts])
-    top = int(np.argmin(ys))  # highest score = smallest SVG y
-    # the spike's x: frame 12345 mapped onto the 896-px plot starting at x = 52
-    assert xs[top] == pytest.approx(52 + (12345 + 0.5) / 20000 * 896, abs=0.05)
+    (pts,) = _stroked(svg, CURVE_COLOUR)
+    assert 200 < len(pts) <= 2000  # (matplotlib's path simplification may drop more)
+    top = int(np.argmin(pts[:, 1]))  # highest score = smallest SVG y
+    assert _to_frame(pts[top, 0], svg, 20000) == pytest.approx(12345, abs=1.0)
+    x0, x1, y_top, y_bottom = _plot_box(svg)
+    # y axis: scores -1 .. 9 padded by 5 %: the spike lies 5 % below the top
+    assert pts[top, 1] == pytest.approx(y_top + (y_bottom - y_top) * 0.05 / 1.1, abs=0.05)
+    assert pts[:, 0].min() >= x0 and pts[:, 0].max() <= x1
 
 
-def test_event_thumbnail_crop_box_and_error_map():
-    import io
-
-    from PIL import Image
-
-    from amsrc.report import event_thumbnail
-
-    frame = np.full((120, 160, 3), 90, np.uint8)
-    err = np.zeros((32, 32), np.float32)
-    err[:, 16:] = 1.0
-    png = event_thumbnail(frame, (40, 30, 80, 70), err, margin=0.5, height=64)
-    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
-    # crop 80 x 80 px (box 40 x 40 plus 20 px each side) -> 64 x 64, a 4 px gap, the 64 x 64 error map
-    assert img.shape == (64, 64 + 4 + 64, 3)
-    assert img[32, 16].tolist() == [255, 0, 0]  # the box's left edge (x = 20 * 0.8 = 16)
-    assert img[32, 8].tolist() == [90, 90, 90]  # outside the box: the frame
-    assert img[32, 68 + 8].tolist() == [0, 0, 128] and img[32, 68 + 56].tolist() == [128, 0, 0]  # jet low / high
+def test_score_curve_svg_is_deterministic_and_complete():
+    s = np.linspace(0.0, 1.0, 50)
+    s[20] = np.nan  # a gap: the line breaks there
+    s[22] = np.inf
+    y = np.zeros(50, np.uint8)
+    y[30:40] = 1
+    svg = score_curve_svg(s, y, threshold=0.25, events=[(31, 35)])
+    assert svg == score_curve_svg(s, y, threshold=0.25, events=[(31, 35)])  # same ids, no date
+    assert svg.startswith("<svg") and svg.endswith("</svg>")
+    assert "http" not in svg and "<metadata" not in svg
+    p = _Tags()
+    p.feed(svg)
+    text = "".join(p.text)
+    assert "frame" in text and "score" in text and "threshold 0.25" in text
+    # the curve breaks at the non-finite scores: frames 0-19, frame 21 alone, frames 23-49
+    (d,) = [a["d"] for tag, a in p.tags if tag == "path" and _style(a).get("stroke") == CURVE_COLOUR
+            and _style(a).get("fill") == "none"]
+    pieces = [np.asarray(re.findall(r"-?\d+(?:\.\d+)?", seg), float).reshape(-1, 2) for seg in d.split("M")[1:]]
+    firsts_lasts = [(round(float(_to_frame(q[0, 0], svg, 50))), round(float(_to_frame(q[-1, 0], svg, 50))))
+                    for q in pieces]
+    assert firsts_lasts == [(0, 19), (21, 21), (23, 49)]
+    # frame 21, alone between two gaps, draws no line: it is marked with a dot in the curve colour
+    dots = [a for tag, a in p.tags if tag == "use" and _style(a).get("fill") == CURVE_COLOUR]
+    assert len(dots) == 1 and round(float(_to_frame(float(dots[0]["x"]), svg, 50))) == 21
+    assert len(_filled(svg, GT_COLOUR)) == 1 and len(_filled(svg, EVENT_COLOUR)) == 2
+    assert len(_filled(score_curve_svg(s, None), GT_COLOUR)) == 0
+    with pytest.raises(ValueError, match="50 scores but 3 labels"):
+        score_curve_svg(s, [0, 1, 0])
+    with pytest.raises(ValueError, match="no scores"):
+        score_curve_svg([])

@@ -68,9 +68,9 @@ def test_fit_clips_are_copied_and_held_out_clips_get_labelled_anomalies(scene, f
 
 
 def test_velocity_scorer_finds_fast_injected_objects(fast, tmp_path):
-    from amsrc.baselines import BaselineScorer
+    from amsrc.eval.baselines import BaselineScorer
     from amsrc.config import get_preset
-    from amsrc.metrics import roc_auc
+    from amsrc.eval.metrics import roc_auc
     from amsrc.prepare.run import prepare_dataset
     from amsrc.prepare.store import CubeStore
 

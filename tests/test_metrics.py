@@ -8,7 +8,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
 from amsrc.errors import AmsrcError
-from amsrc.metrics import (
+from amsrc.eval.metrics import (
     MetricInputError,
     average_precision,
     eer,
@@ -198,6 +198,6 @@ def test_metrics_module_imports_numpy_only():
     import subprocess
     import sys
 
-    code = "import sys, amsrc.metrics; print(any(m in sys.modules for m in ('sklearn', 'scipy', 'torch', 'cv2')))"
+    code = "import sys, amsrc.eval.metrics; print(any(m in sys.modules for m in ('sklearn', 'scipy', 'torch', 'cv2')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from amsrc.errors import ConfigError
-from amsrc.overlay import GREEN, RED, YELLOW, OverlayWriter, score_colour
+from amsrc.live.overlay import GREEN, RED, YELLOW, OverlayWriter, score_colour
 
 H, W = 96, 128
 HIGH_BOX = (16, 24, 56, 72)  # x0, y0, x1, y1 (exclusive), scored above the threshold
@@ -122,7 +122,8 @@ def _tiny_checkpoint(path, variant: str, seed: int = 0):
 
     from amsrc.config import get_preset
     from amsrc.model.network import build_model
-    from amsrc.train import save_checkpoint
+    from amsrc.scoring import TrainStats
+    from amsrc.training.checkpoint import Checkpoint
 
     preset = get_preset("synthetic")
     preset.model.widths = (8, 16, 32, 64)
@@ -135,8 +136,8 @@ def _tiny_checkpoint(path, variant: str, seed: int = 0):
             m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 0.5 + 0.5)
             m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-    stats = {"s_f_mean": 0.1, "s_f_std": 0.05, "s_p_mean": 3.0, "s_p_std": 1.0}
-    return save_checkpoint(path, model, preset, stats)
+    stats = TrainStats(s_f_mean=0.1, s_f_std=0.05, s_p_mean=3.0, s_p_std=1.0)
+    return Checkpoint.of(model, preset, stats).save(path)
 
 
 @pytest.fixture(autouse=True)

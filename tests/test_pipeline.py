@@ -106,7 +106,7 @@ def test_ped2_subset_smoke(tmp_path):
     """Real data through the whole pipeline: 2 training clips, 2 test clips, 1 epoch."""
     from amsrc.data.index import DatasetIndex
     from amsrc.data.layouts import load_dataset
-    from amsrc.pipeline import run_pipeline
+    from amsrc.eval.pipeline import run_pipeline
 
     full = load_dataset(PED2)
     sub = DatasetIndex(full.root, full.layout,

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from amsrc.report import (
+from amsrc.eval.plots import (
     error_map,
     error_maps_figure,
     labels_to_intervals,
@@ -118,9 +118,10 @@ def test_plot_error_maps_png(tmp_path):
 
 def test_no_pyplot_at_import_or_use(tmp_path):
     code = (
-        "import sys, numpy as np, amsrc.report as r\n"
+        "import sys, numpy as np, amsrc.eval.plots as p, amsrc.report.html as r\n"
         "assert 'matplotlib' not in sys.modules\n"
-        f"r.plot_score_curves({{'a': np.arange(5.0)}}, None, {str(tmp_path / 'a.png')!r})\n"
+        f"p.plot_score_curves({{'a': np.arange(5.0)}}, None, {str(tmp_path / 'a.png')!r})\n"
+        "assert r.score_curve_svg(np.arange(5.0), None, 2.0).startswith('<svg')\n"
         "print('matplotlib.pyplot' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -15,7 +15,6 @@ from amsrc.config import PrepareConfig, get_preset
 from amsrc.data.index import Clip, DatasetIndex
 from amsrc.data.readers import FolderReader
 from amsrc.errors import DataError
-from amsrc.prepare import run as run_mod
 from amsrc.prepare import store as store_mod
 from amsrc.prepare.cubes import CubeExtractor
 from amsrc.prepare.run import prepare_dataset
@@ -413,3 +412,88 @@ def test_cli_prepare(tmp_path, capsys):
     assert rc == 0 and "0 built, 2 reused" in capsys.readouterr().out
     rc = main(["prepare", str(root), "--out", str(tmp_path / "s2"), "--shard", "x"])
     assert rc == 2 and "k/N" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- streamed .npy files
+def _stream(path: Path, dtype: str, item_shape: tuple, chunks) -> dict:
+    s = store_mod._NpyStream(path, dtype, item_shape)
+    for c in chunks:
+        s.append(c)
+    return s.close()
+
+
+@pytest.mark.parametrize(
+    "dtype, item_shape",
+    [
+        ("<c8", (2, 3, 1, 5)),
+        (">i2", (1,) * 14 + (3,)),  # a long shape: the header is over 128 bytes
+        ("|b1", ()),
+        ("<f2", (4, 7, 7, 2)),
+    ],
+)
+@pytest.mark.parametrize("n_chunks", [0, 1, 3])
+def test_npy_stream_round_trips_with_a_numpy_header(tmp_path, dtype, item_shape, n_chunks):
+    rng = np.random.default_rng(len(item_shape) + n_chunks)
+    chunks = [(rng.standard_normal((k, *item_shape)) * 100).astype(dtype) for k in (3, 0, 5)[:n_chunks]]
+    want = (np.concatenate(chunks) if chunks else np.zeros((0, *item_shape))).astype(dtype)
+    path = tmp_path / "x.npy"
+    info = _stream(path, dtype, item_shape, chunks)
+    assert info["shape"] == list(want.shape) and info["dtype"] == np.dtype(dtype).str
+    assert info["bytes"] == path.stat().st_size
+    # numpy reads the header ...
+    with open(path, "rb") as f:
+        assert np.lib.format.read_magic(f) == (1, 0)
+        shape, fortran, dt = np.lib.format.read_array_header_1_0(f)
+        offset = f.tell()
+    assert shape == want.shape and not fortran and dt == np.dtype(dtype)
+    assert offset % 64 == 0 and info["bytes"] == offset + want.nbytes
+    assert store_mod._npy_header(path) == (want.shape, np.dtype(dtype).str, offset)
+    # ... and the whole array, memory-mapped
+    arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    assert arr.dtype == want.dtype and arr.shape == want.shape
+    np.testing.assert_array_equal(arr, want)
+    # the CRC-32 covers the data after the header
+    assert info["crc32"] == store_mod._crc_data(path, offset)
+    assert store_mod.check_files(tmp_path, {"x.npy": info}, full=True) is None
+
+
+def test_npy_stream_rewrites_the_file_when_the_header_length_changes(tmp_path, monkeypatch):
+    real = store_mod._NpyStream._header
+    # reserve a header of another length than the final one (as a numpy without growth padding would)
+    monkeypatch.setattr(store_mod._NpyStream, "_header", lambda self, n: b"\0" * 16 if n == 0 else real(self, n))
+    want = np.arange(24, dtype="<i8").reshape(4, 2, 3)
+    path = tmp_path / "x.npy"
+    info = _stream(path, "<i8", (2, 3), [want[:1], want[1:]])
+    np.testing.assert_array_equal(np.load(path, mmap_mode="r", allow_pickle=False), want)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+    assert store_mod.check_files(tmp_path, {"x.npy": info}, full=True) is None
+
+
+def test_discarded_npy_stream_leaves_no_file(tmp_path):
+    s = store_mod._NpyStream(tmp_path / "x.npy", "<f2", (2,))
+    s.append(np.ones((3, 2), np.float16))
+    s.discard()
+    s.discard()
+    assert list(tmp_path.iterdir()) == []
+    # a closed stream is kept by discard
+    s = store_mod._NpyStream(tmp_path / "y.npy", "<f2", (2,))
+    s.close()
+    s.discard()
+    assert np.load(tmp_path / "y.npy").shape == (0, 2)
+
+
+def test_files_with_the_old_fixed_128_byte_header_stay_readable(tmp_path):
+    """Stores written before the header came from numpy: a hand-padded 128-byte npy 1.0 header."""
+    import struct
+    import zlib
+
+    want = np.arange(30, dtype="<i4").reshape(10, 3)
+    d = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (want.dtype.str, want.shape)
+    header = b"\x93NUMPY\x01\x00" + struct.pack("<H", 118) + (d + " " * (117 - len(d)) + "\n").encode("latin1")
+    assert len(header) == 128
+    path = tmp_path / "old.npy"
+    path.write_bytes(header + want.tobytes())
+    info = {"shape": [10, 3], "dtype": "<i4", "bytes": 128 + want.nbytes, "crc32": zlib.crc32(want.tobytes())}
+    assert store_mod._npy_header(path) == ((10, 3), "<i4", 128)
+    assert store_mod.check_files(tmp_path, {"old.npy": info}, full=True) is None
+    np.testing.assert_array_equal(np.load(path, mmap_mode="r", allow_pickle=False), want)

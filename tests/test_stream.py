@@ -49,7 +49,7 @@ def det():
 
 
 def test_reset_restart_and_first_frames(det):
-    from amsrc.stream import StreamScorer
+    from amsrc.live.stream import StreamScorer
 
     frames = _frames()
     sc = StreamScorer(det)
@@ -72,7 +72,7 @@ def test_reset_restart_and_first_frames(det):
 def test_rescaled_source_scores_as_the_fitted_size(det):
     import cv2
 
-    from amsrc.stream import StreamScorer
+    from amsrc.live.stream import StreamScorer
 
     frames = _frames()
     big = [cv2.resize(f, (160, 120), interpolation=cv2.INTER_LINEAR) for f in frames]
@@ -89,7 +89,7 @@ def test_rescaled_source_scores_as_the_fitted_size(det):
 
 
 def test_object_speeds_is_median_of_last_flow():
-    from amsrc.stream import object_speeds
+    from amsrc.prepare.features import object_speeds
 
     flow = np.zeros((2, 4, 8, 8, 2), np.float16)
     flow[0, -1, ..., 0] = 3.0
@@ -99,7 +99,7 @@ def test_object_speeds_is_median_of_last_flow():
 
 
 def test_stdin_source_frames_and_partial_tail():
-    from amsrc.sources import open_source
+    from amsrc.data.sources import open_source
 
     frames = _frames(3, 6, 8)
     data = b"".join(f.tobytes() for f in frames) + b"\x00" * 10
@@ -115,7 +115,7 @@ def test_video_source_matches_reader_and_unreachable_url_gives_up(tmp_path):
     from helpers_video import write_video
 
     from amsrc.data.readers import iter_video
-    from amsrc.sources import AVSource, open_source
+    from amsrc.data.sources import AVSource, open_source
 
     path = write_video(tmp_path / "v.mkv", np.stack([np.full((24, 32, 3), 30 * i, np.uint8) for i in range(6)]),
                        codec="ffv1", fps=10)
@@ -131,9 +131,9 @@ def test_video_source_matches_reader_and_unreachable_url_gives_up(tmp_path):
 
 
 def test_ctrl_c_flushes_and_closes_the_open_event(det):
-    from amsrc.fit import FittedModel
-    from amsrc.sources import FrameSource, SourceFrame
-    from amsrc.stream import score_source
+    from amsrc.training.checkpoint import Threshold
+    from amsrc.data.sources import FrameSource, SourceFrame
+    from amsrc.live.run import score_source
 
     frames = _frames()
 
@@ -145,9 +145,9 @@ def test_ctrl_c_flushes_and_closes_the_open_event(det):
                 yield SourceFrame(i, i / 25, f)
             raise KeyboardInterrupt
 
-    fm = FittedModel(det, threshold=-1e9, threshold_low=None, rule="test", frame_size=None, fps=None, speeds=None)
+    det.threshold_ = Threshold(-1e9, -1e9, "test")
     out, msgs = io.StringIO(), []
-    summ = score_source(fm, Src(), out, warn=msgs.append)
+    summ = score_source(det, Src(), out, warn=msgs.append)
     lines = [json.loads(s) for s in out.getvalue().splitlines()]
     assert summ.interrupted and summ.frames == 10
     assert [r["frame"] for r in lines if r["type"] == "frame"] == list(range(10))
@@ -163,7 +163,7 @@ def test_url_source_over_http_equals_file(tmp_path):
 
     import av
 
-    from amsrc.sources import open_source
+    from amsrc.data.sources import open_source
 
     path = tmp_path / "v.ts"
     with av.open(str(path), "w", format="mpegts") as c:
@@ -241,7 +241,7 @@ def test_encode_equals_forward_bottlenecks(variant, standardise):
 
 def test_scores_without_decoder_equal_with_w_p_zero():
     from amsrc.errors import ConfigError
-    from amsrc.stream import StreamScorer
+    from amsrc.live.stream import StreamScorer
 
     det = _detector_wp0()
     frames = list(_multi_object_frames())
@@ -271,9 +271,9 @@ def test_scores_without_decoder_equal_with_w_p_zero():
 
 
 def test_explanation_without_s_p_names_no_appearance_cue():
-    from amsrc.alerts import explain
+    from amsrc.live.events import explain
     from amsrc.scoring import TrainStats
-    from amsrc.stream import FrameResult
+    from amsrc.live.stream import FrameResult
 
     r = FrameResult(t=0, raw=1.0, score=1.0, anomalous=True, boxes=np.zeros((2, 4), np.int32),
                     object_scores=np.array([0.5, 1.0]), s_f=np.array([0.1, 0.9], np.float32),
@@ -290,7 +290,7 @@ def _fields(r):
 
 @pytest.mark.parametrize("w_p", [0.0, 0.5])
 def test_throughput_mode_equals_push(w_p):
-    from amsrc.stream import StreamScorer
+    from amsrc.live.stream import StreamScorer
 
     det = _detector_wp0() if w_p == 0 else _detector()
     frames = _multi_object_frames()
@@ -306,14 +306,14 @@ def test_throughput_mode_equals_push(w_p):
 
 
 def test_score_source_throughput_equals_live_with_restarts():
-    from amsrc.fit import FittedModel
-    from amsrc.sources import FrameSource, SourceFrame
-    from amsrc.stream import score_source
+    from amsrc.training.checkpoint import Threshold
+    from amsrc.data.sources import FrameSource, SourceFrame
+    from amsrc.live.run import score_source
 
     det = _detector_wp0()
     frames = _multi_object_frames()
     # a threshold in the middle of the raw scores, so that events start and end
-    from amsrc.stream import StreamScorer
+    from amsrc.live.stream import StreamScorer
 
     raws = [StreamScorer(det).push(f).raw for f in frames]
     thr = float(np.median(raws[4:]))
@@ -327,9 +327,9 @@ def test_score_source_throughput_equals_live_with_restarts():
 
     outs = {}
     for mode in (False, True):
-        fm = FittedModel(det, threshold=thr, threshold_low=None, rule="test", frame_size=None, fps=None, speeds=None)
+        det.threshold_ = Threshold(thr, thr, "test")
         out, msgs = io.StringIO(), []
-        summ = score_source(fm, Src(), out, warn=msgs.append, throughput=mode, min_frames=1, end_frames=1)
+        summ = score_source(det, Src(), out, warn=msgs.append, throughput=mode, min_frames=1, end_frames=1)
         assert summ.frames == len(frames)
         outs[mode] = out.getvalue()
     assert outs[True] == outs[False]
@@ -343,7 +343,7 @@ def test_score_source_throughput_equals_live_with_restarts():
 
 def test_score_cubes_with_inputs_made_ahead():
     det = _detector()
-    from amsrc.stream import StreamScorer
+    from amsrc.live.stream import StreamScorer
 
     ex = StreamScorer(det).extractor
     obj = [ex.push(f) for f in _multi_object_frames()][14]

@@ -12,15 +12,22 @@ import numpy as np
 import pytest
 import torch
 
-import amsrc.train as train_mod
+import amsrc.training.loop as train_mod
 from amsrc import __version__
 from amsrc.config import ModelConfig, Preset, get_preset
 from amsrc.errors import ConfigError, DataError
-from amsrc.inference import object_scores
+from amsrc.scoring import object_scores
 from amsrc.model.network import build_model
-from amsrc.train import load_checkpoint, train_model
+from amsrc.training.checkpoint import Checkpoint
+from amsrc.training.loop import train_model
 
 torch.set_num_threads(1)
+
+
+def load_checkpoint(path):
+    """(model in eval mode, preset, train stats dict) of a final checkpoint, read by the one reader."""
+    ck = Checkpoint.load(path)
+    return ck.build_model(source=path), ck.preset, ck.train_stats.to_dict()
 
 
 def moving_squares(n: int, seed: int = 0, s: int = 32, size: int = 8):
@@ -201,7 +208,7 @@ def test_torchrun_two_processes(tmp_path):
     script.write_text(
         "import sys, numpy as np\n"
         "from amsrc.config import ModelConfig, get_preset\n"
-        "from amsrc.train import train_model\n"
+        "from amsrc.training.loop import train_model\n"
         "d = sys.argv[1]\n"
         "data = [(np.load(d + '/app.npy', mmap_mode='r'), np.load(d + '/flow.npy', mmap_mode='r'))]\n"
         "p = get_preset('synthetic'); p.model.widths = ModelConfig.WIDTH_PRESETS['tiny']\n"

@@ -1,34 +1,24 @@
 """The estimator a user holds: ``AMSRC(...).fit(store)``, ``.score_store(store)``, ``.save``/``.load``.
 
 scikit-learn contract: ``__init__`` stores its arguments only; ``fit`` returns ``self``; what is
-learned from data ends in ``_`` (``model_``, ``preset_``, ``train_stats_``).
+learned from data ends in ``_`` (``model_``, ``preset_``, ``train_stats_``, and from footage
+fitting ``threshold_`` and ``footage_``). Scores come from :mod:`amsrc.scoring`, the one scoring
+path. Fitting on footage (prepare + train + threshold) is :func:`amsrc.live.fit.fit_footage`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from amsrc.config import Preset, get_preset
 from amsrc.errors import ConfigError
-
-
-@dataclass
-class ClipScores:
-    """Scores of one clip, frame by frame and object by object."""
-
-    name: str  # clip name
-    frame_raw: np.ndarray  # (n_frames,) float64 frame scores before smoothing (max over objects)
-    frame: np.ndarray  # (n_frames,) float64 frame scores after the preset's smoothing
-    objects: np.ndarray  # (N,) float64 combined object scores
-    s_f: np.ndarray  # (N,) float32 raw 1 - cos(x, y)
-    s_p: np.ndarray  # (N,) float32 raw squared prediction error
-    labels: np.ndarray | None  # (n_frames,) uint8 frame labels where known
-    offsets: np.ndarray | None = None  # (n_frames + 1,) int64: objects of frame t are [offsets[t], offsets[t+1])
-    object_labels: np.ndarray | None = None  # (N,) uint8 per-object labels from pixel masks, where the store has them
+from amsrc.model.inputs import network_inputs
+from amsrc.scoring import ClipScores, ObjectScores, clip_scores, combine, empty_frame_score, object_scores
+from amsrc.training.checkpoint import Checkpoint
+from amsrc.training.loop import train_model
 
 
 class AMSRC:
@@ -52,7 +42,7 @@ class AMSRC:
         self.progress = progress
 
     # ------------------------------------------------------------ settings
-    def _resolved_preset(self) -> Preset:
+    def resolved_preset(self) -> Preset:
         p = get_preset(self.preset) if isinstance(self.preset, str) else Preset.from_dict(self.preset.to_dict())
         if self.variant is not None:
             p.model.variant = self.variant
@@ -69,12 +59,9 @@ class AMSRC:
 
         ``out_dir`` receives the per-epoch log and checkpoints; the final model is the last epoch.
         """
-        from amsrc.scoring import TrainStats
-        from amsrc.train import load_checkpoint, train_model
-
-        preset = self._resolved_preset()
+        preset = self.resolved_preset()
         _check_store_matches(store, preset)
-        split = _training_split(store)
+        split = store.training_split()
         data = []
         for name in store.clips(split):
             c = store.load(split, name)
@@ -83,10 +70,18 @@ class AMSRC:
         if not data:
             raise ConfigError(f"{store.root}: no training cubes in split {split!r}; nothing to learn from")
         ckpt = train_model(data, preset, Path(out_dir), resume=resume, device=self.device, progress=self.progress)
-        self.model_, self.preset_, stats = load_checkpoint(ckpt, device=self.device)
-        self.train_stats_ = TrainStats.from_dict(stats)
-        self.checkpoint_ = Path(ckpt)
+        self._restore(Checkpoint.load(ckpt), ckpt)
         return self
+
+    def _restore(self, ck: Checkpoint, path: Path) -> None:
+        self.model_ = ck.build_model(self.device, source=path)
+        self.preset_ = ck.preset
+        self.train_stats_ = ck.train_stats
+        self.threshold_ = ck.threshold
+        self.footage_ = ck.footage
+        self.extras_ = dict(ck.extras)
+        self.epoch_ = ck.epoch
+        self.checkpoint_ = Path(path)
 
     # ------------------------------------------------------------ score
     def _check_fitted(self) -> None:
@@ -101,9 +96,6 @@ class AMSRC:
         score does not use S_p): the combined score and S_f are the same, S_p is NaN (not computed).
         ``inputs``: the cubes' network inputs made ahead by :meth:`network_inputs` (same scores).
         """
-        from amsrc.inference import object_scores
-        from amsrc.scoring import combine
-
         self._check_fitted()
         p = self.preset_
         if not need_pred and p.score.w_p != 0:
@@ -115,25 +107,30 @@ class AMSRC:
         comb = combine(os_.s_f, s_p, self.train_stats_, p.score.w_f, p.score.w_p)
         return np.asarray(comb, dtype=np.float64), os_.s_f, os_.s_p
 
+    def predict_cubes(self, appearance, flow) -> ObjectScores:
+        """S_f, S_p and the predicted and true frame t of cubes (for error maps), through the same
+        forward pass as :meth:`score_cubes`."""
+        self._check_fitted()
+        return object_scores(self.model_, appearance, flow, self.preset_.model.flow_scale, device=self.device,
+                             keep_pred=True)
+
     def network_inputs(self, appearance, flow):
         """The network inputs (app_in, target, flow_in) float32 CPU tensors of cubes, for ``score_cubes(inputs=...)``:
-        lets another thread do the conversion (:func:`amsrc.inference.network_inputs`)."""
-        from amsrc.inference import network_inputs
-
+        lets another thread do the conversion (:func:`amsrc.model.inputs.network_inputs`)."""
         self._check_fitted()
         return network_inputs(self.model_, appearance, flow, self.preset_.model.flow_scale)
 
+    @property
+    def empty_score_(self) -> float:
+        """Score of a frame with no object (:func:`amsrc.scoring.empty_frame_score`)."""
+        self._check_fitted()
+        return empty_frame_score(self.train_stats_, self.preset_.score.w_f, self.preset_.score.w_p)
+
     def score_clip(self, clip) -> ClipScores:
         """Scores of one :class:`~amsrc.prepare.store.ClipCubes`."""
-        from amsrc.scoring import empty_frame_score, frame_scores, smooth
-
         self._check_fitted()
-        p = self.preset_
         comb, s_f, s_p = self.score_cubes(clip.appearance, clip.flow)
-        empty = empty_frame_score(self.train_stats_, p.score.w_f, p.score.w_p)
-        raw = np.asarray(frame_scores(comb, clip.offsets, empty), dtype=np.float64)
-        return ClipScores(clip.name, raw, np.asarray(smooth(raw, p.score), dtype=np.float64),
-                          comb, s_f, s_p, clip.labels, np.asarray(clip.offsets), clip.object_labels)
+        return clip_scores(clip, comb, s_f, s_p, self.empty_score_, self.preset_.score)
 
     def score_store(self, store, split: str = "testing") -> list[ClipScores]:
         """Scores of every clip of a split of a cube store, in dataset order."""
@@ -142,34 +139,25 @@ class AMSRC:
         return [self.score_clip(store.load(split, name)) for name in store.clips(split)]
 
     # ------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> Path:
-        """Write the fitted model as a checkpoint (state dict + config + train stats + version)."""
-        from amsrc.train import save_checkpoint
-
+    def checkpoint(self) -> Checkpoint:
+        """What :meth:`save` writes: weights, preset, training statistics, threshold, footage facts."""
         self._check_fitted()
-        save_checkpoint(path, self.model_, self.preset_, self.train_stats_.to_dict())
-        return Path(path)
+        return Checkpoint.of(self.model_, self.preset_, self.train_stats_, epoch=getattr(self, "epoch_", None),
+                             threshold=getattr(self, "threshold_", None), footage=getattr(self, "footage_", None),
+                             extras=dict(getattr(self, "extras_", {})))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted model as one :class:`~amsrc.training.checkpoint.Checkpoint` file."""
+        return self.checkpoint().save(path)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "AMSRC":
-        """Load a checkpoint written by ``fit`` or ``save`` (``torch.load(weights_only=True)``)."""
-        from amsrc.scoring import TrainStats
-        from amsrc.train import load_checkpoint
-
-        model, preset, stats = load_checkpoint(Path(path), device=device)
-        det = cls(preset=preset, device=device)
-        det.model_, det.preset_ = model, preset
-        det.train_stats_ = TrainStats.from_dict(stats)
-        det.checkpoint_ = Path(path)
+        """Load a checkpoint written by ``fit``, ``fit_footage`` or ``save`` (``torch.load(weights_only=True)``);
+        the threshold and footage facts that ``amsrc fit`` learned come back as ``threshold_`` and ``footage_``."""
+        ck = Checkpoint.load(path)
+        det = cls(preset=ck.preset, device=device)
+        det._restore(ck, Path(path))
         return det
-
-
-def _training_split(store) -> str:
-    splits = store.splits()
-    for s in ("training", "all"):
-        if s in splits:
-            return s
-    raise ConfigError(f"{store.root}: the cube store has no 'training' (or 'all') split; it has {splits}")
 
 
 def _check_store_matches(store, preset: Preset) -> None:

@@ -10,7 +10,7 @@ The ONNX graph has the network's interface (see :mod:`amsrc.model.network`):
 
 B is a dynamic axis. The appearance-only baseline keeps ``flow_in`` as an (unused) input so a
 caller feeds every variant the same way; its graph has no ``y`` output (S_f is 0, as in
-:func:`amsrc.inference.object_scores`). The model's settings a caller needs to build inputs and
+:func:`amsrc.scoring.object_scores`). The model's settings a caller needs to build inputs and
 scores (flow_scale, cube_size, channels, train_stats, score weights, variant) are stored as
 metadata properties ``amsrc.*`` of the ONNX file.
 
@@ -27,8 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from amsrc import __version__
 from amsrc.errors import ConfigError, DataError
+from amsrc.model.inputs import check_cubes, to_tensors
+from amsrc.scoring import cue_scores, object_scores
+from amsrc.training.checkpoint import Checkpoint
 from amsrc.utils import atomic_path
 
 INPUT_NAMES = ("app_in", "flow_in")
@@ -73,7 +78,6 @@ class ExportCheck:
 
 def _plain_outputs(model):
     """``model`` wrapped so forward returns a tuple (pred, x, y), or (pred, x) for the baseline (y None)."""
-    import torch
 
     class PlainOutputs(torch.nn.Module):
         def __init__(self, net):
@@ -94,11 +98,8 @@ def export_onnx(model_path: str | Path, out_path: str | Path, opset: int = OPSET
     eval mode (batch norm uses its running statistics). Written atomically. Returns ``out_path``.
     """
     onnx = _require("onnx")
-    import torch
-
-    from amsrc.train import load_checkpoint
-
-    model, preset, stats = load_checkpoint(Path(model_path), device="cpu")
+    ck = Checkpoint.load(model_path)
+    model, preset, stats = ck.build_model("cpu", source=model_path), ck.preset, ck.train_stats.to_dict()
     model = model.to(memory_format=torch.contiguous_format).eval()
     c, s = preset.prepare.channels, preset.prepare.cube_size
     has_y = getattr(model, "motion", None) is not None
@@ -120,7 +121,7 @@ def export_onnx(model_path: str | Path, out_path: str | Path, opset: int = OPSET
             proto.graph.input.append(
                 onnx.helper.make_tensor_value_info("flow_in", onnx.TensorProto.FLOAT, ["batch", 8, s, s]))
         meta = {
-            "amsrc.version": str(_version()),
+            "amsrc.version": __version__,
             "amsrc.variant": preset.model.variant,
             "amsrc.flow_scale": repr(float(preset.model.flow_scale)),
             "amsrc.cube_size": str(s),
@@ -136,27 +137,6 @@ def export_onnx(model_path: str | Path, out_path: str | Path, opset: int = OPSET
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
     return out_path
-
-
-def _version() -> str:
-    from amsrc import __version__
-
-    return __version__
-
-
-def _scores_of(pred, x, y, target) -> tuple[np.ndarray, np.ndarray]:
-    """The formulas of :func:`amsrc.inference.object_scores`, with the same torch float32 ops, applied
-    to ONNX Runtime outputs: (s_f, s_p), (B,) each (s_f = 0 without y)."""
-    import torch
-
-    from amsrc.model.losses import cosine_distance
-
-    pred_t = torch.from_numpy(np.ascontiguousarray(pred))
-    s_p = (pred_t - target).pow(2).flatten(1).sum(1).numpy()
-    if y is None:
-        return np.zeros_like(s_p), s_p
-    s_f = cosine_distance(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)))
-    return s_f.numpy(), s_p
 
 
 def random_cubes(n: int, cube_size: int, channels: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -183,21 +163,18 @@ def check_onnx(onnx_path: str | Path, model_path: str | Path, appearance=None, f
 
     appearance (N, 5, S, S, C) uint8 / flow (N, 4, S, S, 2) float16 cubes, or None for
     ``max(batch_sizes)`` generated ones (:func:`random_cubes`). For each batch size b the first b
-    cubes are fed as one batch. PyTorch scores come from :func:`amsrc.inference.object_scores`;
-    ONNX scores apply the same formulas to the ONNX outputs. ``ok`` when every score differs by at
+    cubes are fed as one batch. PyTorch scores come from :func:`amsrc.scoring.object_scores`;
+    ONNX scores come from the same formulas (:func:`amsrc.scoring.cue_scores`) on the ONNX outputs.
+    ``ok`` when every score differs by at
     most ``atol + rtol * |torch score|`` (the rtol covers float32 rounding of large S_p sums).
     ``max_abs`` also reports pred, x, y.
     """
     ort = _require("onnxruntime")
-    import torch
-
-    from amsrc.inference import check_cubes, object_scores, to_tensors
-    from amsrc.train import load_checkpoint
-
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise DataError(onnx_path, "no such ONNX file")
-    model, preset, _ = load_checkpoint(Path(model_path), device="cpu")
+    ck = Checkpoint.load(model_path)
+    model, preset = ck.build_model("cpu", source=model_path), ck.preset
     c, s, fs = preset.prepare.channels, preset.prepare.cube_size, preset.model.flow_scale
     batch_sizes = tuple(int(b) for b in batch_sizes)
     if not batch_sizes or min(batch_sizes) < 1:
@@ -232,7 +209,9 @@ def check_onnx(onnx_path: str | Path, model_path: str | Path, appearance=None, f
         if (ref_out.y is None) != ("y" not in got):
             raise DataError(onnx_path, f"the ONNX graph's outputs {out_names} do not match the model variant "
                                        f"{preset.model.variant!r}")
-        s_f, s_p = _scores_of(got["pred"], got["x"], got.get("y"), target)
+        ort_out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in got.items()}
+        f, p = cue_scores(ort_out["pred"], target, ort_out["x"], ort_out.get("y"))
+        s_f, s_p = f.numpy(), p.numpy()
         pairs = {"pred": (got["pred"], ref_out.pred), "x": (got["x"], ref_out.x)}
         if ref_out.y is not None:
             pairs["y"] = (got["y"], ref_out.y)

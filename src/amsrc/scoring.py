@@ -1,30 +1,38 @@
-"""Object scores -> frame scores: z-normalisation, weighting, max per frame, temporal smoothing.
+"""THE score: network -> object scores -> normalisation -> frame max -> smoothing.
 
-Per object (DESIGN.md section 6): ``S_f = 1 - cos(x, y)`` and ``S_p = ||pred - target||^2``; each
-is z-normalised with the mean and std over the TRAINING cubes under the final model
-(:class:`TrainStats`, stored in the checkpoint); ``S = w_f z(S_f) + w_p z(S_p)``; a frame's score
-is the max over its objects. Higher = more anomalous.
+Every scorer calls these functions: evaluation (:meth:`AMSRC.score_store`), live scoring
+(:class:`~amsrc.live.stream.StreamScorer`), the ONNX check (:func:`~amsrc.export.check_onnx`),
+the baselines, the benchmarks and the diagnosis. A change to the score is made here.
+
+Per object (DESIGN.md section 6): ``S_f = 1 - cos(x, y)`` and ``S_p = ||pred - target||^2``
+(:func:`cue_scores`, run by :func:`object_scores`); each is z-normalised with the mean and std
+over the TRAINING cubes under the final model (:class:`TrainStats`, stored in the checkpoint);
+``S = w_f z(S_f) + w_p z(S_p)`` (:func:`combine`); a frame's score is the max over its objects
+(:func:`frame_scores`); :func:`clip_scores` assembles one clip. Higher = more anomalous.
 
 A frame without any object gets :func:`empty_frame_score`: the score of a perfect object
 (``S_f = 0``, ``S_p = 0``), i.e. the most normal object possible. It needs no test data and is
 causal, so offline and live scoring agree.
 
-Smoothing (:func:`smooth`) works on ONE clip; :func:`smooth_clips` applies it clip by clip, so
-no value ever leaks across a clip boundary.
+Smoothing (:func:`smooth`) works on ONE clip, so no value ever leaks across a clip boundary;
+:class:`CausalSmoother` gives the causal values frame by frame.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter1d
 
 from amsrc.config import ScoreConfig
 from amsrc.errors import ConfigError, DataError
+from amsrc.model.inputs import check_cubes, to_tensors, uses_channels_last
 
 # Smallest standard deviation used by zscore. Training statistics with a smaller (or zero) std,
 # e.g. S_f of the "baseline" variant, which is identically 0, are divided by this instead, so a
@@ -35,9 +43,6 @@ STD_FLOOR = 1e-6
 # A Gaussian kernel is cut at this many sigmas (scipy.ndimage.gaussian_filter1d's default).
 GAUSS_TRUNCATE = 4.0
 
-_STAT_KEYS = ("s_f_mean", "s_f_std", "s_p_mean", "s_p_std")
-
-
 @dataclass(frozen=True)
 class TrainStats:
     """Mean and std of the object scores over the training cubes, under the final model."""
@@ -46,6 +51,8 @@ class TrainStats:
     s_f_std: float  # population std (ddof=0) of S_f
     s_p_mean: float  # mean of S_p = sum of squared prediction error per object
     s_p_std: float  # population std (ddof=0) of S_p
+
+    KEYS = ("s_f_mean", "s_f_std", "s_p_mean", "s_p_std")
 
     def to_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
@@ -58,12 +65,12 @@ class TrainStats:
         non-finite / negative values.
         """
         if not isinstance(d, Mapping):
-            raise DataError(source, f"train_stats must be a mapping with keys {_STAT_KEYS}, got {type(d).__name__}")
-        missing = [k for k in _STAT_KEYS if k not in d]
+            raise DataError(source, f"train_stats must be a mapping with keys {cls.KEYS}, got {type(d).__name__}")
+        missing = [k for k in cls.KEYS if k not in d]
         if missing:
             raise DataError(source, f"train_stats lacks {', '.join(missing)}")
         vals = {}
-        for k in _STAT_KEYS:
+        for k in cls.KEYS:
             try:
                 v = float(d[k])
             except (TypeError, ValueError):
@@ -72,15 +79,6 @@ class TrainStats:
                 raise DataError(source, f"train_stats[{k!r}] = {v} is not a valid {'std' if k.endswith('_std') else 'mean'}")
             vals[k] = v
         return cls(**vals)
-
-    @classmethod
-    def from_scores(cls, s_f: Any, s_p: Any) -> "TrainStats":
-        """Statistics of training object scores: s_f (N,), s_p (N,), N >= 1, finite."""
-        f = _finite_1d(s_f, "s_f")
-        p = _finite_1d(s_p, "s_p")
-        if f.size != p.size or f.size == 0:
-            raise ValueError(f"from_scores: need equally many S_f and S_p values (>= 1), got {f.size} and {p.size}")
-        return cls(float(f.mean()), float(f.std()), float(p.mean()), float(p.std()))
 
 
 def _finite_1d(x: Any, name: str) -> np.ndarray:
@@ -93,6 +91,85 @@ def _finite_1d(x: Any, name: str) -> np.ndarray:
     return a
 
 
+# ---------------------------------------------------------------- network -> object scores
+class ObjectScores(NamedTuple):
+    s_f: np.ndarray  # (N,) float32 1 - cos(x, y); zeros for the baseline variant (no motion stream)
+    s_p: np.ndarray  # (N,) float32 sum of squared prediction error of frame t; NaN when not computed (need_pred=False)
+    pred: np.ndarray | None = None  # (N, C, S, S) float32 predicted frame t, with keep_pred=True
+    target: np.ndarray | None = None  # (N, C, S, S) float32 frame t, with keep_pred=True
+
+
+def cue_scores(pred: torch.Tensor | None, target: torch.Tensor | None, x: torch.Tensor,
+               y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The two cues of a batch, float32: S_f = 1 - cos(flatten(x), flatten(y)) (B,) (zeros without y)
+    and S_p = sum((pred - target)^2) over C x S x S (B,) (None without pred)."""
+    from amsrc.model.losses import cosine_distance
+
+    s_f = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device) if y is None else cosine_distance(x, y)
+    s_p = None if pred is None else (pred - target).pow(2).flatten(1).sum(1)
+    return s_f, s_p
+
+
+def object_scores(model: torch.nn.Module, appearance, flow, flow_scale: float, batch_size: int = 512,
+                  device: str = "cpu", need_pred: bool = True, inputs=None, keep_pred: bool = False) -> ObjectScores:
+    """S_f and S_p for every cube, in eval mode under ``torch.inference_mode``.
+
+    appearance (N, 5, S, S, C) uint8 and flow (N, 4, S, S, 2) float16 may be memory-mapped: they are
+    read ``batch_size`` cubes at a time. N = 0 gives empty arrays. The model is moved to ``device``
+    if it is not there; its train/eval mode is restored afterwards.
+    ``need_pred=False``: only the encoders run (``model.encode``, about 2.5x fewer operations); S_f
+    is the same as with the decoder, S_p is NaN (not computed).
+    ``inputs``: :func:`~amsrc.model.inputs.network_inputs` of these N cubes, already made (same values).
+    ``keep_pred``: also return the predicted and the true frame t (for error maps).
+    """
+    n = check_cubes(appearance, flow)
+    s_f = np.zeros(n, np.float32)
+    s_p = np.zeros(n, np.float32) if need_pred else np.full(n, np.nan, np.float32)
+    preds, targets = [], []
+    if n == 0:
+        return ObjectScores(s_f, s_p)
+    if inputs is not None and any(int(t.shape[0]) != n for t in inputs):
+        raise ValueError(f"inputs hold {[int(t.shape[0]) for t in inputs]} cubes, the cube arrays {n}")
+    keep_pred = keep_pred and need_pred
+    dev = torch.device(device)
+    first = next(model.parameters())
+    if first.device != dev and not (dev.type == first.device.type and dev.index is None):
+        model.to(dev)
+    cl = uses_channels_last(model)
+    was_training = model.training
+    switch = any(m.training for m in model.modules())  # eval() walks every module: skip when already in eval mode
+    if switch:
+        model.eval()
+    try:
+        with torch.inference_mode():
+            for i in range(0, n, batch_size):
+                j = min(i + batch_size, n)
+                if inputs is None:
+                    app_in, target, flow_in = to_tensors(appearance[i:j], flow[i:j], flow_scale, channels_last=cl)
+                else:
+                    app_in, target, flow_in = (t[i:j] for t in inputs)
+                app_in, flow_in = app_in.to(dev, non_blocking=True), flow_in.to(dev, non_blocking=True)
+                if need_pred:
+                    out = model(app_in, flow_in)
+                    x, y, pred, target = out.x, out.y, out.pred, target.to(dev, non_blocking=True)
+                else:
+                    (x, y), pred = model.encode(app_in, flow_in), None
+                f, p = cue_scores(pred, target, x, y)
+                s_f[i:j] = f.float().cpu().numpy()
+                if p is not None:
+                    s_p[i:j] = p.float().cpu().numpy()
+                if keep_pred:
+                    preds.append(pred.float().cpu().numpy())
+                    targets.append(target.float().cpu().numpy())
+    finally:
+        if switch:
+            model.train(was_training)
+    if keep_pred:
+        return ObjectScores(s_f, s_p, np.concatenate(preds), np.concatenate(targets))
+    return ObjectScores(s_f, s_p)
+
+
+# ---------------------------------------------------------------- object scores -> frame scores
 def zscore(x: Any, mean: float, std: float, floor: float = STD_FLOOR) -> np.ndarray:
     """``(x - mean) / max(std, floor)`` as float64 (see STD_FLOOR for why there is a floor)."""
     return (np.asarray(x, dtype=np.float64) - mean) / max(float(std), floor)
@@ -152,6 +229,31 @@ def frame_scores(object_scores: Any, offsets: Any, empty_score: float) -> np.nda
     return out
 
 
+
+@dataclass
+class ClipScores:
+    """Scores of one clip, frame by frame and object by object."""
+
+    name: str  # clip name
+    frame_raw: np.ndarray  # (n_frames,) float64 frame scores before smoothing (max over objects)
+    frame: np.ndarray  # (n_frames,) float64 frame scores after the smoothing
+    objects: np.ndarray  # (N,) float64 combined object scores
+    s_f: np.ndarray  # (N,) float32 raw 1 - cos(x, y); NaN where not computed (baselines)
+    s_p: np.ndarray  # (N,) float32 raw squared prediction error; NaN where not computed
+    labels: np.ndarray | None  # (n_frames,) uint8 frame labels where known
+    offsets: np.ndarray | None = None  # (n_frames + 1,) int64: objects of frame t are [offsets[t], offsets[t+1])
+    object_labels: np.ndarray | None = None  # (N,) uint8 per-object labels from pixel masks, where the store has them
+
+
+def clip_scores(clip, objects: Any, s_f: Any, s_p: Any, empty_score: float, cfg: ScoreConfig) -> ClipScores:
+    """:class:`ClipScores` of one clip from its object scores (N,): the frame max
+    (:func:`frame_scores`, ``empty_score`` for frames without objects) and ``cfg``'s smoothing.
+    ``clip`` gives name, offsets, labels and object_labels (a stored clip or another ClipScores)."""
+    objects = np.asarray(objects, dtype=np.float64)
+    raw = frame_scores(objects, clip.offsets, empty_score)
+    return ClipScores(clip.name, raw, smooth(raw, cfg), objects, s_f, s_p, clip.labels,
+                      np.asarray(clip.offsets), clip.object_labels)
+
 # ---------------------------------------------------------------- smoothing
 def _check_cfg(cfg: ScoreConfig) -> None:
     if cfg.smoothing not in ("none", "median", "gaussian"):
@@ -208,8 +310,7 @@ def smooth(scores: Any, cfg: ScoreConfig) -> np.ndarray:
         weights exp(-j^2 / 2 sigma^2), normalised over the lags that exist (so the first frames
         average only what came before). It peaks at lag 0 but lags behind the offline filter.
     Causal outputs at frame t depend only on frames <= t, so :class:`CausalSmoother` (frame by
-    frame, live) gives the same values. Never apply this to clips concatenated together: use
-    :func:`smooth_clips`.
+    frame, live) gives the same values. Never apply this to clips concatenated together.
     """
     _check_cfg(cfg)
     x = _finite_1d(scores, "scores").copy()
@@ -227,21 +328,7 @@ def smooth(scores: Any, cfg: ScoreConfig) -> np.ndarray:
     # gaussian
     if cfg.causal:
         return _causal_gaussian(x, float(cfg.gaussian_sigma))
-    from scipy.ndimage import gaussian_filter1d
-
     return gaussian_filter1d(x, float(cfg.gaussian_sigma), mode="nearest", truncate=GAUSS_TRUNCATE)
-
-
-def smooth_clips(scores_per_clip: Any, cfg: ScoreConfig) -> Any:
-    """:func:`smooth` applied to each clip on its own (no leakage across clip boundaries).
-
-    A list of (n_i,) arrays gives a list; a dict name -> array gives a dict with the same keys.
-    """
-    if isinstance(scores_per_clip, Mapping):
-        return {k: smooth(v, cfg) for k, v in scores_per_clip.items()}
-    if isinstance(scores_per_clip, np.ndarray) or not isinstance(scores_per_clip, Sequence):
-        raise ValueError("smooth_clips: expected a list or dict of per-clip 1-D arrays")
-    return [smooth(v, cfg) for v in scores_per_clip]
 
 
 class CausalSmoother:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import queue
+import threading
+
 import contextlib
 import json
 import os
@@ -43,3 +46,39 @@ def write_json_atomic(path: str | Path, obj) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def prefetch(iterable, depth: int = 4):
+    """Iterate ``iterable`` in a background thread, ``depth`` items ahead (decoding overlaps scoring:
+    PyAV, OpenCV and torch release the GIL). Exceptions of the producer are re-raised here."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def run():
+        try:
+            for item in iterable:
+                while not stop.is_set():
+                    try:
+                        q.put((None, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((None, done))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put((exc, None))
+
+    th = threading.Thread(target=run, name="amsrc-prefetch", daemon=True)
+    th.start()
+    try:
+        while True:
+            exc, item = q.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()

@@ -50,7 +50,7 @@ from amsrc.data.index import Clip
 from amsrc.errors import ConfigError, DataError
 from amsrc.prepare.cubes import T_APPEARANCE
 from amsrc.prepare.recall import OBJECT_MIN_PX
-from amsrc.sources import DEFAULT_FPS
+from amsrc.data.sources import DEFAULT_FPS
 
 INJECT_VERSION = 2  # bump when the compositing changes (recorded in inject.json)
 KINDS = ("fast", "contraflow", "loiter", "rigid")

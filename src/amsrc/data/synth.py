@@ -798,7 +798,7 @@ def _readme(seed: int, s: SceneSettings, meta: dict) -> str:
         f"speed {WALK_SPEED} m/s is {WALK_SPEED / FPS * cam.f * cam.cam_h / cam.z_near ** 2:.1f} px/frame",
         f"(up/down) at the bottom and {WALK_SPEED / FPS * cam.f * cam.cam_h / cam.z_far ** 2:.1f} px/frame at the top.",
         "",
-        f"Normal: walkers (alone or in pairs, some with backpacks) walk up and down the walkway at 1.05-1.6 m/s",
+        "Normal: walkers (alone or in pairs, some with backpacks) walk up and down the walkway at 1.05-1.6 m/s",
         f"with a gait and small lateral wander; {s.min_walkers}-{s.max_walkers} on the walkway at a time; they enter",
         "and leave at the top and bottom edges. Training clips hold only normal walkers.",
         "",

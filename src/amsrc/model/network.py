@@ -21,6 +21,7 @@ from torch import nn
 
 from amsrc.config import ModelConfig
 from amsrc.errors import ConfigError
+from amsrc.prepare.cubes import T_APPEARANCE, T_FLOW
 
 
 class NetOutput(NamedTuple):
@@ -113,8 +114,8 @@ class AMSRCNet(nn.Module):
             raise ConfigError(f"unknown fusion {fusion!r}; expected 'gate', 'add' or None")
         w0, w1, w2, w3 = widths
         self.fusion = fusion
-        self.appearance = AppearanceEncoder(4 * channels, widths)
-        self.motion = MotionEncoder(8, widths) if fusion is not None else None
+        self.appearance = AppearanceEncoder((T_APPEARANCE - 1) * channels, widths)  # frames t-4 .. t-1
+        self.motion = MotionEncoder(2 * T_FLOW, widths) if fusion is not None else None
         self.up1 = Up(w3, w2)
         self.up2 = Up(w2, w1)
         self.up3 = Up(w1, w0)

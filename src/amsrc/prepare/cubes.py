@@ -13,6 +13,8 @@ frame, so an object's on-screen speed survives the crop (DESIGN.md, point 3).
 
 from __future__ import annotations
 
+import time
+
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -20,6 +22,8 @@ import numpy as np
 
 from amsrc.config import PrepareConfig
 from amsrc.errors import ConfigError, DataError
+from amsrc.prepare.boxes import make_box_detector
+from amsrc.prepare.flow import make_flow
 
 T_APPEARANCE = 5  # frames t-4 .. t in a cube
 T_FLOW = 4  # flows (t-4 -> t-3) .. (t-1 -> t) in a cube
@@ -159,15 +163,12 @@ class CubeExtractor:
         _check_cfg(cfg)
         self.cfg = cfg
         if flow is None:
-            from amsrc.prepare.flow import make_flow
-
             flow = make_flow(cfg.flow)
         if box_detector is None:
-            from amsrc.prepare.boxes import make_box_detector
-
             box_detector = make_box_detector(cfg.boxes)
         self.flow = flow
         self.box_detector = box_detector
+        self.seconds = {"flow": 0.0, "boxes": 0.0, "crops": 0.0}  # time spent per stage since creation
         self.reset()
 
     def reset(self) -> None:
@@ -185,6 +186,7 @@ class CubeExtractor:
         import cv2
 
         t = self.t
+        t0 = time.perf_counter()
         if not isinstance(frame_rgb, np.ndarray) or frame_rgb.dtype != np.uint8 or frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3:
             got = f"{frame_rgb.dtype} {frame_rgb.shape}" if isinstance(frame_rgb, np.ndarray) else type(frame_rgb).__name__
             raise DataError(None, f"frame {t}: expected an (H, W, 3) uint8 RGB frame, got {got}")
@@ -202,8 +204,14 @@ class CubeExtractor:
         boxes = None
         if self._grays:
             prev = self._grays[-1]
+            t1 = time.perf_counter()
             flow = self.flow(prev, gray)
+            t2 = time.perf_counter()
             boxes = self.box_detector(prev, gray, flow)
+            t3 = time.perf_counter()
+            self.seconds["flow"] += t2 - t1
+            self.seconds["boxes"] += t3 - t2
+            t0 += t3 - t1  # the rest of push is "crops"
             self._flows.append(flow)
             if len(self._flows) > T_FLOW:
                 self._flows.pop(0)
@@ -213,8 +221,11 @@ class CubeExtractor:
             self._planes.pop(0)
         self.t = t + 1
         if t < T_APPEARANCE - 1 or boxes is None:
-            return empty_objects(t, self.cfg.cube_size, self.cfg.channels)
-        h, w = gray.shape
-        boxes = sanitize_boxes(boxes, h, w)
-        appearance, flow16 = crop_cubes(self._planes, self._flows, boxes, self.cfg)
-        return FrameObjects(t=t, boxes=boxes, appearance=appearance, flow=flow16)
+            out = empty_objects(t, self.cfg.cube_size, self.cfg.channels)
+        else:
+            h, w = gray.shape
+            boxes = sanitize_boxes(boxes, h, w)
+            appearance, flow16 = crop_cubes(self._planes, self._flows, boxes, self.cfg)
+            out = FrameObjects(t=t, boxes=boxes, appearance=appearance, flow=flow16)
+        self.seconds["crops"] += time.perf_counter() - t0
+        return out

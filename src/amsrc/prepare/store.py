@@ -35,10 +35,10 @@ full CRC-32 of every clip it reuses, so a truncated or corrupted shard is rebuil
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
-import struct
 import time
 import uuid
 import zlib
@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from amsrc.errors import DataError
+from amsrc.errors import ConfigError, DataError
 from amsrc.prepare.cubes import CUBE_FORMAT, T_APPEARANCE, T_FLOW, FrameObjects
 from amsrc.utils import write_json_atomic
 
@@ -57,7 +57,6 @@ MANIFEST = "manifest.json"
 DONE = "done.json"
 ARRAYS = ("appearance", "flow", "boxes", "frames", "offsets")  # + "labels", "object_labels" when known
 OPTIONAL = ("labels", "object_labels")
-_HEADER_BYTES = 128  # fixed .npy header size of the streamed files (npy format 1.0)
 _CHUNK = 1 << 24  # bytes read at a time when checksumming
 
 
@@ -101,7 +100,15 @@ def clip_key(settings_h: str, source_h: str) -> str:
 
 # ---------------------------------------------------------------- streamed .npy files
 class _NpyStream:
-    """Append rows to an .npy file of yet unknown length; the header is written on close."""
+    """Append rows to an .npy file of yet unknown length; the final header is written on close.
+
+    The header is numpy's own (``numpy.lib.format.write_array_header_1_0``), written twice: once on
+    open with a row count of 0 to reserve its space, then over it on close with the real count. This
+    works in place because numpy (>= 1.24, PR numpy#20321) pads the header with spare room for the
+    first axis to grow to 21 digits, so both headers have the same length; the data therefore never
+    has to be copied. Should a numpy ever produce a final header of a different length, ``close``
+    falls back to writing the header followed by a copy of the data to a new file (slow, but correct).
+    """
 
     def __init__(self, path: Path, dtype: str, item_shape: tuple[int, ...]):
         self.path = path
@@ -109,8 +116,21 @@ class _NpyStream:
         self.item_shape = tuple(item_shape)
         self.n = 0
         self.crc = 0
+        self._done = False
         self._f = open(path, "wb")
-        self._f.write(b"\0" * _HEADER_BYTES)
+        try:
+            self.offset = self._f.write(self._header(0))  # where the data starts
+        except BaseException:
+            self.discard()
+            raise
+
+    def _header(self, n: int) -> bytes:
+        """The .npy 1.0 header of an array of ``n`` rows, as numpy writes it."""
+        d = np.lib.format.header_data_from_array_1_0(np.empty((0, *self.item_shape), self.dtype))
+        d["shape"] = (n, *self.item_shape)
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, d)
+        return buf.getvalue()
 
     def append(self, arr: np.ndarray) -> None:
         arr = np.ascontiguousarray(arr, dtype=self.dtype)
@@ -125,24 +145,43 @@ class _NpyStream:
 
     def close(self) -> dict:
         shape = (self.n, *self.item_shape)
-        d = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (self.dtype.str, shape)
-        pad = _HEADER_BYTES - 10 - len(d) - 1
-        if pad < 0:
-            raise ValueError(f"{self.path.name}: shape {shape} too long for the fixed .npy header")
-        header = b"\x93NUMPY\x01\x00" + struct.pack("<H", _HEADER_BYTES - 10) + (d + " " * pad + "\n").encode("latin1")
-        self._f.seek(0)
-        self._f.write(header)
-        self._f.close()
+        try:
+            header = self._header(self.n)
+            if len(header) == self.offset:
+                self._f.seek(0)
+                self._f.write(header)
+                self._f.close()
+            else:  # the header length changed (a numpy without growth padding): rewrite the file
+                self._f.flush()
+                tmp = self.path.with_name(self.path.name + ".rehead")
+                try:
+                    with open(tmp, "wb") as out, open(self.path, "rb") as src:
+                        out.write(header)
+                        src.seek(self.offset)
+                        shutil.copyfileobj(src, out, _CHUNK)
+                    self._f.close()
+                    os.replace(tmp, self.path)
+                finally:
+                    tmp.unlink(missing_ok=True)
+                self.offset = len(header)
+        except BaseException:
+            self.discard()
+            raise
+        self._done = True
         return {
             "shape": list(shape),
             "dtype": self.dtype.str,
-            "bytes": _HEADER_BYTES + self.n * int(np.prod(self.item_shape, dtype=np.int64)) * self.dtype.itemsize,
+            "bytes": self.offset + self.n * int(np.prod(self.item_shape, dtype=np.int64)) * self.dtype.itemsize,
             "crc32": self.crc,
         }
 
     def discard(self) -> None:
+        """Drop an unfinished stream: close it and remove its file (a closed stream's file is kept)."""
+        if self._done:
+            return
         if not self._f.closed:
             self._f.close()
+        self.path.unlink(missing_ok=True)
 
 
 def _npy_header(path: Path) -> tuple[tuple[int, ...], str, int]:
@@ -372,7 +411,8 @@ class ClipCubes:
     frames: np.ndarray  # (N,) int32 frame index t of each cube, non-decreasing
     offsets: np.ndarray  # (n_frames + 1,) int64: cubes of frame t are [offsets[t], offsets[t+1])
     labels: np.ndarray | None  # (n_frames,) uint8 frame labels, None if unknown
-    object_labels: np.ndarray | None = None  # (N,) uint8 1 = the cube's box covers an anomalous object (pixel masks), None if unknown
+    # (N,) uint8 1 = the cube's box covers an anomalous object (pixel masks), None if unknown
+    object_labels: np.ndarray | None = None
 
     @property
     def n_cubes(self) -> int:
@@ -401,7 +441,9 @@ class CubeStore:
         except ValueError as exc:
             raise DataError(path, f"unreadable manifest ({exc}); re-run `amsrc prepare`") from None
         if manifest.get("store_format") != STORE_FORMAT:
-            raise DataError(path, f"store format {manifest.get('store_format')}, expected {STORE_FORMAT}; re-run `amsrc prepare`")
+            raise DataError(
+                path, f"store format {manifest.get('store_format')}, expected {STORE_FORMAT}; re-run `amsrc prepare`"
+            )
         if not manifest.get("complete"):
             missing = manifest.get("missing", [])
             shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -422,6 +464,13 @@ class CubeStore:
     def clips(self, split: str) -> list[str]:
         """Clip names of ``split`` in dataset order."""
         return list(self.manifest["splits"].get(split, []))
+
+    def training_split(self) -> str:
+        """The split of normal footage to train on: "training", else "all"."""
+        for s in ("training", "all"):
+            if s in self.manifest["splits"]:
+                return s
+        raise ConfigError(f"{self.root}: the cube store has no 'training' (or 'all') split; it has {self.splits()}")
 
     def _entry(self, split: str, name: str) -> dict:
         entry = self.manifest["clips"].get(f"{split}/{name}")
@@ -466,7 +515,9 @@ class CubeStore:
             except Exception as exc:
                 raise DataError(folder / fname, f"unreadable ({exc}); re-run `amsrc prepare`") from None
             if list(arr.shape) != list(info["shape"]) or arr.dtype.str != info["dtype"]:
-                raise DataError(folder / fname, f"has {arr.dtype} {arr.shape}, expected {info['dtype']} {tuple(info['shape'])}")
+                raise DataError(
+                    folder / fname, f"has {arr.dtype} {arr.shape}, expected {info['dtype']} {tuple(info['shape'])}"
+                )
             arrays[key] = arr
         n_frames = int(entry["n_frames"])
         offsets = np.asarray(arrays["offsets"])

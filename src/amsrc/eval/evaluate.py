@@ -17,15 +17,19 @@ import numpy as np
 
 from amsrc.config import ScoreConfig
 from amsrc.errors import ConfigError
+from amsrc.eval.baselines import BaselineScorer, baseline_names
+from amsrc.eval.metrics import evaluate_frames, roc_auc
+from amsrc.eval.plots import error_map, plot_error_maps, plot_score_curves
 from amsrc.prepare.cubes import T_APPEARANCE
+from amsrc.report.html import write_html_report
+from amsrc.scoring import ClipScores, clip_scores, combine, empty_frame_score, smooth
+from amsrc.utils import write_json_atomic
 
 PAPER_DROP = T_APPEARANCE - 1  # the official evaluation leaves out the first 4 frames of each clip (they have no cube)
 PAPER_MEDIAN_K = 17  # ... and median-filters each clip's frame scores over 17 frames
 
 
 def _metrics(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, Any]:
-    from amsrc.metrics import evaluate_frames
-
     names = list(scores)
     return evaluate_frames([scores[n] for n in names], [labels[n] for n in names])
 
@@ -34,8 +38,6 @@ def paper_protocol(raw: dict[str, np.ndarray], labels: dict[str, np.ndarray]) ->
     """The paper's own evaluation: per clip, the first :data:`PAPER_DROP` frames are left out and the
     rest median-filtered over :data:`PAPER_MEDIAN_K` frames (centred, ends extended); then micro /
     macro AUROC as :func:`_metrics` (no per-clip normalisation)."""
-    from amsrc.scoring import smooth
-
     cfg = ScoreConfig(smoothing="median", median_k=PAPER_MEDIAN_K)
     kept = {n: v[PAPER_DROP:] for n, v in raw.items() if v.size > PAPER_DROP}
     scores = {n: smooth(v, cfg) for n, v in kept.items()}
@@ -45,8 +47,6 @@ def paper_protocol(raw: dict[str, np.ndarray], labels: dict[str, np.ndarray]) ->
 def object_auroc(clips: list) -> float | None:
     """AUROC of the clips' object scores against their stored per-cube labels (pixel masks); None
     without labels or without both classes."""
-    from amsrc.metrics import roc_auc
-
     labelled = [c for c in clips if c.object_labels is not None]
     if not labelled:
         return None
@@ -59,8 +59,6 @@ def score_metrics(clips: list, smooth_cfg: ScoreConfig) -> dict[str, Any]:
     """Every protocol for one scorer's :class:`~amsrc.detector.ClipScores`: ``raw`` (every frame, no
     smoothing), ``smoothed`` (``smooth_cfg``), ``paper`` (:func:`paper_protocol`) and ``object``
     (object-level AUROC where pixel masks gave object labels)."""
-    from amsrc.scoring import smooth
-
     raw = {c.name: c.frame_raw for c in clips}
     labels = {c.name: np.asarray(c.labels, dtype=np.uint8) for c in clips}
     return {
@@ -71,13 +69,10 @@ def score_metrics(clips: list, smooth_cfg: ScoreConfig) -> dict[str, Any]:
     }
 
 
-def cue_clips(detector, clips: list) -> dict[str, list]:
+def cue_clips(detector, clips: list[ClipScores]) -> dict[str, list[ClipScores]]:
     """The network's two cues scored alone, z(S_f) (w_f = 1, w_p = 0) and z(S_p) (w_f = 0, w_p = 1),
-    through the same frame rule (:func:`amsrc.scoring.combine`, :func:`amsrc.scoring.frame_scores`);
+    through the same frame rule (:func:`amsrc.scoring.combine`, :func:`amsrc.scoring.clip_scores`);
     a cue that was not computed (S_f of the baseline variant, S_p when the decoder was skipped) is left out."""
-    from amsrc.detector import ClipScores
-    from amsrc.scoring import combine, empty_frame_score, frame_scores
-
     st = detector.train_stats_
     out: dict[str, list] = {}
     for cue, (w_f, w_p) in {"S_f": (1.0, 0.0), "S_p": (0.0, 1.0)}.items():
@@ -87,20 +82,15 @@ def cue_clips(detector, clips: list) -> dict[str, list]:
         if any(not np.all(np.isfinite(v)) for v in values) or any(c.offsets is None for c in clips):
             continue
         empty = empty_frame_score(st, w_f, w_p)
-        rows = []
-        for c in clips:
-            obj = combine(c.s_f, np.nan_to_num(c.s_p), st, w_f, w_p)
-            raw = frame_scores(obj, c.offsets, empty)
-            rows.append(ClipScores(c.name, raw, raw, obj, c.s_f, c.s_p, c.labels, c.offsets, c.object_labels))
-        out[cue] = rows
+        no_smoothing = ScoreConfig(smoothing="none")
+        out[cue] = [clip_scores(c, combine(c.s_f, np.nan_to_num(c.s_p), st, w_f, w_p), c.s_f, c.s_p, empty, no_smoothing)
+                    for c in clips]
     return out
 
 
 def evaluate_baselines(store, split: str, smooth_cfg: ScoreConfig, names: list[str] | None = None) -> dict[str, Any]:
-    """Every registered non-learned scorer (:mod:`amsrc.baselines`), fitted on the store's training
+    """Every registered non-learned scorer (:mod:`amsrc.eval.baselines`), fitted on the store's training
     cubes and scored on ``split``, with :func:`score_metrics`."""
-    from amsrc.baselines import BaselineScorer, baseline_names
-
     out = {}
     for name in names or baseline_names():
         t0 = time.perf_counter()
@@ -121,10 +111,6 @@ def evaluate(detector, store, out_dir: str | Path, split: str = "testing", top_k
     "cues" repeats this for z(S_f) and z(S_p) alone, and "baselines" for every non-learned
     scorer (``baselines=True``) on the same cubes. No choice is made from the labels.
     """
-    from amsrc.metrics import roc_auc
-    from amsrc.scoring import smooth
-    from amsrc.utils import write_json_atomic
-
     out_dir = Path(out_dir)
     t_score = time.perf_counter()
     clips = detector.score_store(store, split)
@@ -174,8 +160,6 @@ def evaluate(detector, store, out_dir: str | Path, split: str = "testing", top_k
         result["baselines"] = evaluate_baselines(store, split, smooth_cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     if plots:
-        from amsrc.report import plot_score_curves
-
         plot_score_curves(smoothed, labels, out_dir / "score_curves.png")
         top = _plot_top_objects(detector, store, split, clips, out_dir / "error_maps.png", top_k)
         result["plots"] = ["score_curves.png", "error_maps.png", "report.html"]
@@ -196,10 +180,8 @@ def _smoothing_name(cfg: ScoreConfig) -> str:
 def _write_report(detector, out_dir: Path, split: str, smoothed, labels, result, top, t_score: float) -> None:
     """report.html: smoothed curves with the ground truth shaded, the top-scoring objects as events,
     error_maps.png as the thumbnail, the preset as settings, the scoring time."""
-    from amsrc.report import write_html_report
-
     n_frames = sum(int(v.size) for v in smoothed.values())
-    threshold = getattr(detector, "threshold_", None)
+    threshold = None if getattr(detector, "threshold_", None) is None else detector.threshold_.value
     thumbs = []
     if (out_dir / "error_maps.png").is_file():
         thumbs.append((f"the {len(top)} highest-scoring objects: target, prediction, squared error",
@@ -219,34 +201,24 @@ def _write_report(detector, out_dir: Path, split: str, smoothed, labels, result,
 
 
 def _plot_top_objects(detector, store, split, clips, out_png: Path, top_k: int) -> list[dict]:
-    """Error maps of the ``top_k`` highest-scoring objects of the split (paper Fig. 6). Returns them as
-    event rows for the HTML report (clip, frame, object score, box)."""
-    import torch
-
-    from amsrc.inference import to_tensors, uses_channels_last
-    from amsrc.report import plot_error_maps
-
+    """Error maps of the ``top_k`` highest-scoring objects of the split (paper Fig. 6), from the same
+    forward pass as their scores (:meth:`AMSRC.predict_cubes`). Returns them as event rows for the
+    HTML report (clip, frame, object score, box)."""
     cand = [(float(s), c.name, i) for c in clips for i, s in enumerate(c.objects)]
     cand.sort(reverse=True)
     items = []
     rows: list[dict] = []
-    model = detector.model_
-    model.eval()
     loaded = {}  # each clip's shards are opened (and CRC-checked) once
     for s, name, i in cand[:top_k]:
         if name not in loaded:
             loaded[name] = store.load(split, name)
         cubes = loaded[name]
-        app, flow = cubes.appearance[i:i + 1], cubes.flow[i:i + 1]
-        app_in, target, flow_in = to_tensors(app, flow, detector.preset_.model.flow_scale,
-                                             channels_last=uses_channels_last(model))
-        with torch.inference_mode():
-            out = model(app_in.to(detector.device), flow_in.to(detector.device))
-        pred = out.pred[0].permute(1, 2, 0).float().cpu().numpy()
-        tgt = target[0].permute(1, 2, 0).numpy()
-        err = ((pred - tgt) ** 2).sum(axis=2)
+        out = detector.predict_cubes(cubes.appearance[i:i + 1], cubes.flow[i:i + 1])
+        if out.pred is None:  # the decoder did not run: nothing to draw
+            continue
+        pred, tgt = out.pred[0].transpose(1, 2, 0), out.target[0].transpose(1, 2, 0)
         t = int(cubes.frames[i])
-        items.append((f"clip {name} frame {t + 1} score {s:.2f}", tgt, pred, err))
+        items.append((f"clip {name} frame {t + 1} score {s:.2f}", tgt, pred, error_map(tgt, pred)))
         rows.append({"event": len(rows) + 1, "clip": name, "start_frame": t, "end_frame": t,
                      "peak_score": round(s, 4), "box": [int(v) for v in cubes.boxes[i]]})
     if items:

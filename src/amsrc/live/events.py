@@ -21,6 +21,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from amsrc.prepare.features import SpeedStats
+from amsrc.scoring import zscore
+
+MIN_FRAMES = 3  # frames at or above the threshold in a row before an event starts
+END_FRAMES = 5  # frames below the low threshold in a row before it ends
+
 CUES = {
     "motion": "appearance-motion inconsistency z(S_f): it moves unlike what it looks like",
     "appearance": "prediction error z(S_p): it looks unlike the training objects",
@@ -28,41 +34,8 @@ CUES = {
 }
 
 
-@dataclass
-class SpeedStats:
-    """Distribution of training objects' speeds (median flow magnitude, pixels/frame)."""
-
-    levels: np.ndarray  # (Q,) float64 percentiles 0..100, increasing
-    values: np.ndarray  # (Q,) float64 speed at each percentile, non-decreasing
-
-    @classmethod
-    def from_speeds(cls, speeds: np.ndarray) -> "SpeedStats":
-        levels = np.array(list(range(0, 100)) + [99.5, 99.9, 100.0])
-        s = np.asarray(speeds, np.float64)
-        values = np.percentile(s, levels) if s.size else np.zeros(levels.size)
-        return cls(levels.astype(np.float64), np.asarray(values, np.float64))
-
-    def to_dict(self) -> dict:
-        return {"levels": [float(v) for v in self.levels], "values": [float(v) for v in self.values]}
-
-    @classmethod
-    def from_dict(cls, d) -> "SpeedStats":
-        return cls(np.asarray(d["levels"], np.float64), np.asarray(d["values"], np.float64))
-
-    def percentile(self, speed: float) -> float:
-        """Share (in %) of training objects slower than ``speed``."""
-        return float(np.interp(speed, self.values, self.levels))
-
-    def robust_z(self, speed: float) -> float:
-        """(speed - median) / half the 16-84 percentile spread (a z-score for a Gaussian)."""
-        q16, q50, q84 = (float(np.interp(q, self.levels, self.values)) for q in (16, 50, 84))
-        return (float(speed) - q50) / max((q84 - q16) / 2.0, 1e-3)
-
-
 def explain(result, k: int, stats, speeds: SpeedStats | None) -> dict:
-    """Why object ``k`` of a :class:`~amsrc.stream.FrameResult` scored high: z(S_f), z(S_p), speed, the cue."""
-    from amsrc.scoring import zscore
-
+    """Why object ``k`` of a :class:`~amsrc.live.stream.FrameResult` scored high: z(S_f), z(S_p), speed, the cue."""
     z_f = float(zscore(result.s_f[k], stats.s_f_mean, stats.s_f_std))
     z_p = float(zscore(result.s_p[k], stats.s_p_mean, stats.s_p_std))  # NaN: S_p not computed (w_p = 0)
     sp = float(result.speed[k])
@@ -100,8 +73,8 @@ class EventDetector:
 
     threshold: float
     threshold_low: float | None = None  # None: equal to threshold
-    min_frames: int = 3  # frames >= threshold in a row to start an event
-    end_frames: int = 5  # frames < threshold_low in a row to end it
+    min_frames: int = MIN_FRAMES  # frames >= threshold in a row to start an event
+    end_frames: int = END_FRAMES  # frames < threshold_low in a row to end it
     stats: object = None  # TrainStats, for explanations (None: no explanation)
     speeds: SpeedStats | None = None
     _run: list = field(default_factory=list)  # (frame, time, result) of the current run >= threshold
@@ -126,7 +99,7 @@ class EventDetector:
         return explain(r, r.top, self.stats, self.speeds)
 
     def push(self, frame: int, time_s: float, r) -> list[dict]:
-        """Feed one frame (its index, time and :class:`~amsrc.stream.FrameResult`); returns event lines (dicts)."""
+        """Feed one frame (its index, time and :class:`~amsrc.live.stream.FrameResult`); returns event lines (dicts)."""
         out: list[dict] = []
         s = r.score
         if self._open is None:
@@ -189,8 +162,8 @@ class _ScoreOnly:
     top: None = None
 
 
-def offline_events(scores, threshold: float, threshold_low: float | None = None, min_frames: int = 3,
-                   end_frames: int = 5) -> list[dict]:
+def offline_events(scores, threshold: float, threshold_low: float | None = None, min_frames: int = MIN_FRAMES,
+                   end_frames: int = END_FRAMES) -> list[dict]:
     """The events :class:`EventDetector` finds in one clip's smoothed frame scores (n,): the same
     hysteresis as live scoring. Each: start_frame, alert_frame, end_frame (0-based)."""
     det = EventDetector(threshold, threshold_low, min_frames, end_frames)

@@ -7,6 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from amsrc.config import get_preset
+from amsrc.detector import AMSRC
+from amsrc.eval.evaluate import evaluate
+from amsrc.prepare.run import prepare_dataset
+from amsrc.prepare.store import CubeStore
 
 
 def run_pipeline(root, preset_name: str, out: str | Path, variant: str | None = None,
@@ -19,11 +23,6 @@ def run_pipeline(root, preset_name: str, out: str | Path, variant: str | None = 
     An interrupted run resumes: finished clips are not prepared again and training continues from
     the last epoch's checkpoint.
     """
-    from amsrc.detector import AMSRC
-    from amsrc.evaluate import evaluate
-    from amsrc.prepare.run import prepare_dataset
-    from amsrc.prepare.store import CubeStore
-
     out = Path(out)
     preset = get_preset(preset_name)
     timings: dict[str, float] = {}
@@ -36,7 +35,7 @@ def run_pipeline(root, preset_name: str, out: str | Path, variant: str | None = 
     store = CubeStore.open(out / "cubes")
 
     det = AMSRC(preset=preset_name, variant=variant, epochs=epochs, device=device, progress=progress)
-    v = det._resolved_preset().model.variant
+    v = det.resolved_preset().model.variant
     t0 = time.perf_counter()
     det.fit(store, out / f"train_{v}", resume=resume)
     timings["train_s"] = time.perf_counter() - t0

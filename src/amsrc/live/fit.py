@@ -10,7 +10,7 @@ The threshold comes from normal footage the model did NOT train on: the clips na
 scored as ``amsrc score`` would (causal smoothing), and the threshold is a high percentile of their
 frame scores (:data:`THRESHOLD_Q`, so about 0.5% of normal frames lie above it); the end of an
 event uses a lower percentile (:data:`THRESHOLD_LOW_Q`). The events that the live event rule
-(:func:`amsrc.alerts.offline_events`) finds in the held-out footage give the expected false
+(:func:`amsrc.live.events.offline_events`) finds in the held-out footage give the expected false
 alarms per hour. With an injected validation set (``validate``, `amsrc data inject`) fit also
 reports the share of injected events alerted and the time to alert.
 The checkpoint carries threshold, rule, fitted frame size, fps and the training objects' speed
@@ -26,11 +26,25 @@ from pathlib import Path
 
 import numpy as np
 
-from amsrc.config import Preset, get_preset
+import shutil
+
+import cv2
+
+from amsrc.config import ModelConfig, Preset, get_preset
+from amsrc.data.groundtruth import labels_to_intervals
 from amsrc.data.index import Clip, DatasetIndex
-from amsrc.data.layouts import normal_clips
+from amsrc.data.layouts import load_dataset, normal_clips
+from amsrc.data.readers import iter_video, open_clip
+from amsrc.data.sources import DEFAULT_FPS
+from amsrc.detector import AMSRC
 from amsrc.errors import ConfigError, DataError
-from amsrc.sources import DEFAULT_FPS
+from amsrc.live.events import offline_events
+from amsrc.prepare.cubes import T_APPEARANCE
+from amsrc.prepare.features import SpeedStats, store_speeds
+from amsrc.prepare.run import prepare_dataset
+from amsrc.prepare.store import CubeStore
+from amsrc.training.checkpoint import FootageInfo
+from amsrc.training.checkpoint import Threshold as ThresholdRecord
 
 THRESHOLD_Q = 99.5  # percentile of the training frame scores (smoothed, causal) that is the threshold
 THRESHOLD_LOW_Q = 98.0  # percentile below which an open event ends (hysteresis)
@@ -100,7 +114,7 @@ def auto_preset(height: int, width: int, fps: float | None, base: str = "default
         # in large frames, so the coarser flow still resolves their motion.
         p.prepare.flow.dis_preset = "ultrafast"
         flow_note = f"flow DIS ultrafast (frames above {LARGE_FRAME_PX} px)"
-    f = fps or 25.0
+    f = fps or DEFAULT_FPS
     p.score.smoothing = "gaussian"
     p.score.gaussian_sigma = round(3.0 * f / 25.0, 3)
     p.score.causal = True
@@ -120,8 +134,6 @@ def auto_preset(height: int, width: int, fps: float | None, base: str = "default
 
 # ---------------------------------------------------------------- sources -> index
 def _clip_size(clip: Clip) -> tuple[int, int]:
-    from amsrc.data.readers import open_clip
-
     r = open_clip(clip)
     try:
         return tuple(r.shape)
@@ -132,12 +144,6 @@ def _clip_size(clip: Clip) -> tuple[int, int]:
 
 def _video_range_to_folder(clip: Clip, a: int, b: int | None, out: Path) -> Clip:
     """Decode frames [a, b) of a video into ``out/000000.png ...`` (atomic: temp folder then rename)."""
-    import shutil
-
-    import cv2
-
-    from amsrc.data.readers import iter_video
-
     if out.is_dir() and (out / "done").is_file():
         files = tuple(sorted(out.glob("*.png")))
         return Clip(clip.name, "training", out, len(files), files, fps=clip.fps)
@@ -195,7 +201,7 @@ def build_footage(sources: list[str | Path], work: Path, frame_range: FrameRange
         names[base] = k + 1
         name = base if k == 0 else f"{base}_{k}"
         if frame_range is not None:
-            a, b = frame_range.frames(c.fps or fps_found or 25.0)
+            a, b = frame_range.frames(c.fps or fps_found or DEFAULT_FPS)
             if c.frame_files is not None:
                 files = c.frame_files[a:b]
                 if not files:
@@ -217,8 +223,6 @@ def hold_out(foot: Footage, work: Path, holdout: list[str] | None = None,
     """Split the footage into the clips to train on (split "training") and the held-out footage
     that sets the threshold (split :data:`HOLDOUT_SPLIT`): the named clips, or else the last
     ``tail`` of every clip long enough to keep two cubes' worth of frames on each side."""
-    from amsrc.prepare.cubes import T_APPEARANCE
-
     clips = list(foot.index.clips("training"))
     if holdout:
         names = {c.name for c in clips}
@@ -289,8 +293,6 @@ def frame_scores_smoothed(det, store, split: str) -> list[np.ndarray]:
 
 def alarms(scores: list[np.ndarray], value: float, low: float) -> tuple[int, float, int]:
     """(frames, share of frames >= value, events of the live event rule) of clips' smoothed scores."""
-    from amsrc.alerts import offline_events
-
     allf = np.concatenate(scores) if scores else np.zeros(0)
     events = sum(len(offline_events(s, value, low)) for s in scores)
     return int(allf.size), float(np.mean(allf >= value)) if allf.size else float("nan"), int(events)
@@ -315,12 +317,6 @@ def validate_alerts(det, threshold: Threshold, val_root: str | Path, work: Path,
     """Alerts on an injected validation set (`amsrc data inject`): its labelled test clips are
     prepared with the model's settings and scored as live; an injected event is detected when an
     alert event overlaps it; time to alert = alert frame - its first labelled frame."""
-    from amsrc.alerts import offline_events
-    from amsrc.data.groundtruth import labels_to_intervals
-    from amsrc.data.layouts import load_dataset
-    from amsrc.prepare.run import prepare_dataset
-    from amsrc.prepare.store import CubeStore
-
     idx = load_dataset(Path(val_root))
     test = [c for c in idx.clips("testing") if c.labels is not None]
     if not test:
@@ -375,18 +371,6 @@ class FitResult:
     notes: list[str]
 
 
-def training_speeds(store, split: str, chunk: int = 4096) -> np.ndarray:
-    """Speeds (median last-flow magnitude, pixels/frame) of every training cube: (N,) float32."""
-    from amsrc.stream import object_speeds
-
-    out = []
-    for name in store.clips(split):
-        c = store.load(split, name)
-        for i in range(0, len(c.flow), chunk):
-            out.append(object_speeds(c.flow[i:i + chunk]))
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
-
-
 def fit_footage(sources: list[str | Path], out: str | Path, *, preset: str | None = None,
                 frame_range: str | FrameRange | None = None, epochs: int | None = None,
                 widths: str | None = None, work: str | Path | None = None, fps: float | None = None,
@@ -395,12 +379,6 @@ def fit_footage(sources: list[str | Path], out: str | Path, *, preset: str | Non
     """Prepare cubes of the footage, train on all but the held-out footage, learn the threshold on
     the held-out footage (:func:`hold_out`, :func:`learn_threshold`), optionally measure the alerts
     on an injected validation set; write the model to ``out``."""
-    from amsrc.alerts import SpeedStats
-    from amsrc.detector import AMSRC
-    from amsrc.prepare.run import prepare_dataset
-    from amsrc.prepare.store import CubeStore
-    from amsrc.train import save_checkpoint
-
     out = Path(out)
     work = Path(work) if work is not None else out.with_name(out.stem + "_work")
     work.mkdir(parents=True, exist_ok=True)
@@ -415,8 +393,6 @@ def fit_footage(sources: list[str | Path], out: str | Path, *, preset: str | Non
         notes = [f"preset {p.name} as given (frame size {w}x{h}, "
                  f"{foot.fps:g} fps)" if foot.fps else f"preset {p.name} as given (frame size {w}x{h})"]
     if widths is not None:
-        from amsrc.config import ModelConfig
-
         if widths not in ModelConfig.WIDTH_PRESETS:
             raise ConfigError(f"--widths must be one of {', '.join(ModelConfig.WIDTH_PRESETS)}, got {widths!r}")
         p.model.widths = ModelConfig.WIDTH_PRESETS[widths]
@@ -445,48 +421,12 @@ def fit_footage(sources: list[str | Path], out: str | Path, *, preset: str | Non
         validation = validate_alerts(det, thr, validate, work, progress=progress)
         log(f"fit: {format_validation(validation)}")
     n_cubes = sum(store.load("training", n, verify=False).n_cubes for n in store.clips("training"))
-    speeds = SpeedStats.from_speeds(training_speeds(store, "training"))
-    save_checkpoint(out, det.model_, det.preset_, det.train_stats_.to_dict(), det.preset_.train.epochs,
-                    threshold=thr.value, threshold_low=thr.low, threshold_rule=thr.rule, frame_size=[int(h), int(w)],
-                    fps=float(foot.fps) if foot.fps else None, speed_stats=speeds.to_dict(),
-                    fit_sources=[str(s) for s in sources],
-                    fit_range=frame_range if isinstance(frame_range, str) else None,
-                    false_alarms_per_hour=thr.false_alarms_per_hour, validation=validation)
+    det.threshold_ = ThresholdRecord(thr.value, thr.low, thr.rule, thr.false_alarms_per_hour)
+    det.footage_ = FootageInfo((int(h), int(w)), float(foot.fps) if foot.fps else None,
+                               SpeedStats.from_speeds(store_speeds(store, "training")))
+    det.extras_ = {"fit_sources": [str(s) for s in sources],
+                   "fit_range": frame_range if isinstance(frame_range, str) else None, "validation": validation}
+    det.save(out)
     log(f"fit: model written to {out}")
     return FitResult(out, thr.value, thr.low, thr.rule, thr.false_alarms_per_hour, validation, (h, w), foot.fps,
                      n_frames, n_cubes, notes)
-
-
-# ---------------------------------------------------------------- load
-@dataclass
-class FittedModel:
-    detector: object  # a fitted AMSRC
-    threshold: float | None  # None for a model from `amsrc train` (no threshold learned)
-    threshold_low: float | None
-    rule: str | None
-    frame_size: tuple[int, int] | None  # (H, W) fitted on
-    fps: float | None
-    speeds: object  # SpeedStats or None
-
-
-def load_fitted(path: str | Path, device: str = "cpu") -> FittedModel:
-    """A model written by ``amsrc fit`` (or ``amsrc train``: then no threshold/size/speeds)."""
-    import torch
-
-    from amsrc.alerts import SpeedStats
-    from amsrc.detector import AMSRC
-
-    det = AMSRC.load(path, device=device)
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    thr = state.get("threshold")
-    fs = state.get("frame_size")
-    sp = state.get("speed_stats")
-    return FittedModel(
-        det,
-        None if thr is None else float(thr),
-        None if state.get("threshold_low") is None else float(state["threshold_low"]),
-        state.get("threshold_rule"),
-        None if fs is None else (int(fs[0]), int(fs[1])),
-        None if state.get("fps") is None else float(state["fps"]),
-        None if sp is None else SpeedStats.from_dict(sp),
-    )

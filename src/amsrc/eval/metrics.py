@@ -3,12 +3,10 @@
 Conventions (everywhere): a higher score means more anomalous, label 1 = anomalous. Nothing here
 flips a score or a label to make a number look better; an AUROC below 0.5 is reported as it is.
 
-The ROC / precision-recall computations are our own exact implementations (numpy only) with the
-same tie handling as scikit-learn: all samples with the same score form one threshold, so a
-tie between a positive and a negative counts one half in the AUROC (trapezoid between the ROC
-points), and AP is the step-function sum ``sum_k (R_k - R_{k-1}) * P_k`` over distinct thresholds
-(``sklearn.metrics.average_precision_score``). The areas are computed from integer counts and
-divided once, so they agree with scikit-learn to ~1e-15 (tested).
+AUROC, the ROC curve and AP are computed by scikit-learn (``roc_auc_score``, ``roc_curve``,
+``average_precision_score``; imported on first use, so importing this module stays numpy-only).
+This module adds the input checks, the micro/macro rule over clips, the EER (interpolated on
+the ROC polyline) and a memory-bounded histogram AUROC for very large pixel counts.
 
 Bad input raises :class:`MetricInputError` (a ``ValueError`` and an
 :class:`amsrc.errors.AmsrcError`) whose message names the clip: length mismatch, NaN/inf scores,
@@ -25,9 +23,9 @@ import numpy as np
 
 from amsrc.errors import AmsrcError
 
-# Pixel AUROC is exact (one sort of all pixels) up to this many pixels; above it, a memory-bounded
-# histogram of scores is used (see pixel_auroc). The exact path needs ~50 bytes per pixel (26 M
-# pixels: 9 s, 1.4 GB here), the histogram ~66 MB whatever the size (26 M pixels: 0.6 s).
+# Pixel AUROC is exact (roc_auc_score on all pixels) up to this many pixels; above it, a memory-bounded
+# histogram of scores is used (see pixel_auroc). The exact path needs ~100 bytes per pixel (5 M
+# pixels: 2.6 s, 0.46 GB here), the histogram ~60 MB whatever the size (5 M pixels: 0.12 s).
 PIXEL_EXACT_MAX = 5_000_000
 # Bins of the histogram for the memory-bounded pixel AUROC (2**20 bins = 16 MB of counts).
 PIXEL_BINS = 1 << 20
@@ -125,53 +123,38 @@ def _need_both_classes(y: np.ndarray, where: str) -> None:
         raise MetricInputError(f"{where}: all {y.size} samples are {kind}; the metric needs both classes")
 
 
-# ---------------------------------------------------------------- curves
-def _clf_curve(s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cumulative false/true positives at each distinct threshold, highest threshold first.
+# ---------------------------------------------------------------- curves (scikit-learn)
+def _auroc(s: np.ndarray, y: np.ndarray) -> float:
+    """``sklearn.metrics.roc_auc_score`` on checked inputs (both classes present)."""
+    from sklearn.metrics import roc_auc_score
 
-    Returns ``fps, tps`` (int64, counts of samples with score >= threshold) and the thresholds.
-    Samples with equal scores are one threshold (ties are never split).
-    """
-    order = np.argsort(s, kind="stable")[::-1]
-    s_sorted, y_sorted = s[order], y[order]
-    last_of_run = np.r_[np.flatnonzero(np.diff(s_sorted)), s_sorted.size - 1]
-    tps = np.cumsum(y_sorted, dtype=np.int64)[last_of_run]
-    fps = (last_of_run + 1).astype(np.int64) - tps
-    return fps, tps, s_sorted[last_of_run]
-
-
-def _auc_from_counts(fps: np.ndarray, tps: np.ndarray) -> float:
-    """Trapezoid area under the ROC through (0, 0) and the given cumulative counts."""
-    f = np.r_[0.0, fps.astype(np.float64)]
-    t = np.r_[0.0, tps.astype(np.float64)]
-    n_neg, n_pos = f[-1], t[-1]
-    # sum of integers (exact below 2**53), then one rounding in the division
-    area2 = float(np.sum(np.diff(f) * (t[1:] + t[:-1])))
-    return area2 / (2.0 * n_pos * n_neg)
+    return float(roc_auc_score(y, s))
 
 
 def roc_auc(scores: Any, labels: Any) -> float:
-    """AUROC of one set of scores against 0/1 labels (equals ``sklearn.metrics.roc_auc_score``).
+    """AUROC of one set of scores against 0/1 labels (``sklearn.metrics.roc_auc_score``).
 
-    scores (n,) float, labels (n,) in {0, 1}; both classes must be present.
+    scores (n,) float, labels (n,) in {0, 1}; both classes must be present. Tied scores count
+    one half.
     """
     s, y = _check_pair(scores, labels, "roc_auc")
     _need_both_classes(y, "roc_auc")
-    fps, tps, _ = _clf_curve(s, y)
-    return _auc_from_counts(fps, tps)
+    return _auroc(s, y)
 
 
 def roc_curve(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds) at every distinct score, starting from (0, 0) with threshold +inf.
 
-    Unlike scikit-learn no collinear point is dropped; the curve is the same polyline.
+    ``sklearn.metrics.roc_curve`` with ``drop_intermediate=False`` (no collinear point dropped).
     """
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
     s, y = _check_pair(scores, labels, "roc_curve")
     _need_both_classes(y, "roc_curve")
-    fps, tps, thr = _clf_curve(s, y)
-    fpr = np.r_[0.0, fps / fps[-1]]
-    tpr = np.r_[0.0, tps / tps[-1]]
-    return fpr, tpr, np.r_[np.inf, thr]
+    fpr, tpr, thr = sk_roc_curve(y, s, drop_intermediate=False)
+    thr = np.asarray(thr, dtype=np.float64).copy()
+    thr[0] = np.inf  # scikit-learn < 1.3 puts max(score) + 1 here
+    return fpr, tpr, thr
 
 
 def eer(scores: Any, labels: Any) -> float:
@@ -194,14 +177,13 @@ def eer(scores: Any, labels: Any) -> float:
 def average_precision(scores: Any, labels: Any) -> float:
     """Average precision ``sum_k (R_k - R_{k-1}) P_k`` over distinct thresholds, highest first.
 
-    Equals ``sklearn.metrics.average_precision_score`` (no interpolation of precision).
+    ``sklearn.metrics.average_precision_score`` (no interpolation of precision).
     """
+    from sklearn.metrics import average_precision_score
+
     s, y = _check_pair(scores, labels, "average_precision")
     _need_both_classes(y, "average_precision")
-    fps, tps, _ = _clf_curve(s, y)
-    precision = tps / (tps + fps)
-    d_recall = np.diff(np.r_[0, tps]) / tps[-1]
-    return float(max(0.0, np.sum(d_recall * precision)))
+    return float(average_precision_score(y, s))
 
 
 # ---------------------------------------------------------------- frame level, per clip
@@ -216,8 +198,7 @@ def micro_auroc(scores_per_clip: Any, labels_per_clip: Any) -> float:
     s = np.concatenate([p[1] for p in pairs])
     y = np.concatenate([p[2] for p in pairs])
     _need_both_classes(y, "micro_auroc over all clips")
-    fps, tps, _ = _clf_curve(s, y)
-    return _auc_from_counts(fps, tps)
+    return _auroc(s, y)
 
 
 def macro_auroc(scores_per_clip: Any, labels_per_clip: Any) -> MacroResult:
@@ -235,8 +216,7 @@ def macro_auroc(scores_per_clip: Any, labels_per_clip: Any) -> MacroResult:
         if n_pos == 0 or n_pos == y.size:
             per_clip.append(None)
             continue
-        fps, tps, _ = _clf_curve(s, y)
-        per_clip.append(_auc_from_counts(fps, tps))
+        per_clip.append(_auroc(s, y))
     used = [v for v in per_clip if v is not None]
     if not used:
         raise MetricInputError(
@@ -354,12 +334,16 @@ def pixel_auroc_binned(score_maps: Any, masks: Any, bins: int = PIXEL_BINS) -> t
         idx = np.minimum(((s - lo) * scale).astype(np.int64), bins - 1)
         pos += np.bincount(idx[m], minlength=bins)
         neg += np.bincount(idx[~m], minlength=bins)
-    # highest bin first, as cumulative counts at each threshold (an empty bin repeats a ROC point,
-    # which adds a zero-width trapezoid)
-    auc = _auc_from_counts(np.cumsum(neg[::-1]), np.cumsum(pos[::-1]))
+    from sklearn.metrics import auc
+
+    # ROC through (0, 0) and the cumulative counts, highest bin first (an empty bin repeats a ROC
+    # point, which adds a zero-width trapezoid); sklearn.metrics.auc is the trapezoid area
     n_neg = n_all - n_pos
+    fpr = np.r_[0, np.cumsum(neg[::-1])] / n_neg
+    tpr = np.r_[0, np.cumsum(pos[::-1])] / n_pos
+    area = auc(fpr, tpr)
     max_err = 0.5 * float(np.sum(pos.astype(np.float64) * neg)) / (float(n_pos) * float(n_neg))
-    return float(auc), max_err
+    return float(area), max_err
 
 
 def pixel_auroc(score_maps: Any, masks: Any, max_exact: int = PIXEL_EXACT_MAX, bins: int = PIXEL_BINS) -> float:
@@ -385,5 +369,4 @@ def pixel_auroc(score_maps: Any, masks: Any, max_exact: int = PIXEL_EXACT_MAX, b
     s = np.concatenate(s_parts) if s_parts else np.zeros(0)
     y = np.concatenate(y_parts) if y_parts else np.zeros(0, dtype=bool)
     _need_both_classes(y, "pixel_auroc over all pixels")
-    fps, tps, _ = _clf_curve(s, y)
-    return _auc_from_counts(fps, tps)
+    return _auroc(s, y)

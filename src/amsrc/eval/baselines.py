@@ -28,6 +28,7 @@ import numpy as np
 
 from amsrc.config import ScoreConfig
 from amsrc.errors import ConfigError
+from amsrc.scoring import clip_scores, zscore
 
 FeatureFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (appearance, flow) -> (N,) or (N, D) float
 
@@ -135,9 +136,7 @@ class BaselineScorer:
     def fit(self, store, split: str | None = None) -> "BaselineScorer":
         """Fit on the training cubes of a :class:`~amsrc.prepare.store.CubeStore` (its "training"
         split, else "all")."""
-        from amsrc.detector import _training_split
-
-        split = split or _training_split(store)
+        split = split or store.training_split()
         feats = [self.features(c.appearance, c.flow)
                  for c in (store.load(split, n, verify=False) for n in store.clips(split)) if c.n_cubes]
         if sum(len(f) for f in feats) < 2:
@@ -154,9 +153,7 @@ class BaselineScorer:
         return np.asarray(f, np.float64).reshape(len(f))
 
     def _z(self, raw: np.ndarray) -> np.ndarray:
-        from amsrc.scoring import STD_FLOOR
-
-        return (raw - self.mean_) / max(self.std_, STD_FLOOR)
+        return zscore(raw, self.mean_, self.std_)
 
     def score_cubes(self, appearance, flow) -> np.ndarray:
         """(N,) float64 object scores in training standard deviations (higher = more anomalous)."""
@@ -166,15 +163,10 @@ class BaselineScorer:
         return self._z(self._raw(f)) if len(f) else np.zeros(0, np.float64)
 
     def score_clip(self, clip):
-        """:class:`~amsrc.detector.ClipScores` of one stored clip (s_f and s_p are NaN: not computed)."""
-        from amsrc.detector import ClipScores
-        from amsrc.scoring import frame_scores, smooth
-
+        """:class:`~amsrc.scoring.ClipScores` of one stored clip (s_f and s_p are NaN: not computed)."""
         obj = self.score_cubes(clip.appearance, clip.flow)
-        raw = frame_scores(obj, clip.offsets, self.empty_score_)
         nan = np.full(obj.size, np.nan, np.float32)
-        return ClipScores(clip.name, raw, smooth(raw, self.score or ScoreConfig()), obj, nan, nan, clip.labels,
-                          np.asarray(clip.offsets), clip.object_labels)
+        return clip_scores(clip, obj, nan, nan, self.empty_score_, self.score or ScoreConfig())
 
     def score_store(self, store, split: str = "testing") -> list:
         """Scores of every clip of a split (sizes checked when the store was opened; no CRC pass, which

@@ -1,0 +1,7 @@
+"""``python -m amsrc.cli``."""
+
+import sys
+
+from amsrc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,156 @@
+"""``amsrc fit`` and ``amsrc score``: fit on any footage, then score videos, folders, cameras or stdin live."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+import torch
+
+from amsrc.cli.common import add_common
+from amsrc.data.sources import DEFAULT_FPS, open_source
+from amsrc.detector import AMSRC
+from amsrc.errors import ConfigError
+from amsrc.live.events import END_FRAMES, MIN_FRAMES
+from amsrc.live.fit import fit_footage
+from amsrc.live.overlay import OverlayWriter
+from amsrc.live.run import score_source
+from amsrc.report.collector import ReportCollector
+from amsrc.training.checkpoint import Threshold
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fit_footage(args.sources, Path(args.out), preset=args.preset, frame_range=args.range, epochs=args.epochs,
+                widths=args.widths, work=None if args.work is None else Path(args.work), fps=args.fps,
+                holdout=[n.strip() for n in args.holdout.split(",") if n.strip()] if args.holdout else None,
+                validate=args.validate, device=args.device, progress=not args.no_progress)
+    return 0
+
+
+class _Outputs:
+    """The per-frame side outputs of ``amsrc score``: the overlay video (opened at the first frame,
+    when its size is known) and the HTML report's collector."""
+
+    def __init__(self, overlay: str | None, report: bool, fps: float, threshold: Threshold | None):
+        self.overlay_path = overlay
+        self.fps = fps
+        self.threshold = float("inf") if threshold is None else threshold.value
+        self.writer: OverlayWriter | None = None
+        self.collector = ReportCollector() if report else None
+
+    def on_frame(self, rgb, index, t, r, lines) -> None:
+        if self.overlay_path and rgb is not None:
+            if self.writer is None:
+                self.writer = OverlayWriter(self.overlay_path, self.fps, rgb.shape[:2])
+            self.writer.write(rgb, r.boxes, r.object_scores, self.threshold)
+        if self.collector is not None:
+            self.collector.on_frame(rgb, index, t, r, lines)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            print(f"overlay video: {self.writer.close()}", file=sys.stderr)
+
+
+def _load_scorer(args: argparse.Namespace) -> AMSRC:
+    """The model, with ``--threshold`` (if given) in place of the one it was fitted with."""
+    det = AMSRC.load(Path(args.model), device=args.device)
+    thr = det.threshold_
+    if args.threshold is not None:
+        print(f"threshold {args.threshold:.4f} (given with --threshold; the model's: "
+              f"{None if thr is None else thr.value})", file=sys.stderr)
+        det.threshold_ = Threshold(float(args.threshold), float(args.threshold), "given with --threshold")
+    elif thr is not None and thr.rule:
+        print(f"threshold {thr.value:.4f} ({thr.rule})", file=sys.stderr)
+    return det
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    if args.csv and args.jsonl:
+        raise ConfigError("give --csv or --jsonl, not both")
+    torch.set_num_threads(max(1, args.threads))  # per-frame batches are small: one thread is fastest
+    det = _load_scorer(args)
+    source = open_source(args.source, stdin_size=args.stdin_size, fps=args.fps, max_retries=args.retries,
+                         stall_s=args.stall)
+    outputs = _Outputs(args.overlay, bool(args.report), source.fps or DEFAULT_FPS, det.threshold_)
+    with contextlib.ExitStack() as stack:
+        out_path = args.csv or args.jsonl
+        frames_out = stack.enter_context(open(out_path, "w")) if out_path else sys.stdout
+        events_out = stack.enter_context(open(args.events, "w")) if args.events else None
+        try:
+            summary = score_source(det, source, frames_out, fmt="csv" if args.csv else "jsonl",
+                                   events_out=events_out, strict_size=args.strict_size,
+                                   on_frame=outputs.on_frame if (args.overlay or args.report) else None,
+                                   min_frames=args.min_frames, end_frames=args.end_frames)
+        except BaseException:
+            outputs.abort()
+            raise
+        outputs.close()
+    print(summary.format(), file=sys.stderr)
+    if outputs.collector is not None:
+        thr = det.threshold_
+        settings = {"model": str(args.model), "threshold_rule": None if thr is None else thr.rule,
+                    "frame_size": None if det.footage_ is None else det.footage_.frame_size,
+                    **det.preset_.to_dict()}
+        path = outputs.collector.write(Path(args.report), title=f"amsrc score: {source.name}",
+                                       threshold=None if thr is None else thr.value, settings=settings,
+                                       summary=summary)
+        print(f"report: {path}", file=sys.stderr)
+    return 0
+
+
+def add_parsers(sub) -> None:
+    fit = sub.add_parser("fit", help="train on normal footage (videos, frame folders, a dataset root) and "
+                                     "learn a decision threshold")
+    fit.add_argument("sources", nargs="+", help="video files, frame folders or dataset roots (training split)")
+    fit.add_argument("--out", required=True, help="model file to write (e.g. model.pt)")
+    fit.add_argument("--preset", default=None, help="settings preset; default: 'default' adapted to the "
+                     "footage's resolution and frame rate")
+    fit.add_argument("--range", default=None, help="part of every clip to use: 0:60s (seconds) or 100:900 (frames)")
+    fit.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    fit.add_argument("--widths", default=None, help="network widths: tiny, small, medium or paper")
+    fit.add_argument("--fps", type=float, default=None, help="frame rate of frame folders (default: 25)")
+    fit.add_argument("--work", default=None, help="folder for cubes and training logs (default: beside --out)")
+    fit.add_argument("--threads", type=int, default=None, help="torch threads for training (default: torch's)")
+    fit.add_argument("--holdout", default=None, help="comma-separated clip names held out of training to set the "
+                     "threshold on (default: the last 20%% of every clip)")
+    fit.add_argument("--validate", default=None, help="an injected validation set (`amsrc data inject`): also report "
+                     "the share of its events alerted and the time to alert")
+    add_common(fit)
+    fit.set_defaults(func=cmd_fit)
+
+    sc = sub.add_parser("score", help="score a video, frame folder, camera, URL or stdin frame by frame; "
+                                      "alerts on anomalous events")
+    sc.add_argument("model", help="model written by `amsrc fit` (or `amsrc train`: scores without threshold)")
+    sc.add_argument("source", help="video file, frame folder, /dev/videoN, rtsp:// or http:// URL, or - for raw "
+                    "RGB24 frames on stdin (see --stdin-size)")
+    sc.add_argument("--csv", default=None, help="write per-frame scores as CSV to this file")
+    sc.add_argument("--jsonl", default=None, help="write per-frame scores as JSON lines to this file "
+                    "(default: JSON lines on stdout)")
+    sc.add_argument("--events", default=None, help="write event lines (JSON) to this file (default: among the "
+                    "JSON frame lines)")
+    sc.add_argument("--stdin-size", default=None, help="WxH of the raw RGB24 frames on stdin, e.g. "
+                    "`ffmpeg -i IN -f rawvideo -pix_fmt rgb24 - | amsrc score M - --stdin-size 360x240`")
+    sc.add_argument("--fps", type=float, default=None, help="frame rate of a frame folder or stdin (stdin with "
+                    "--fps is treated as live: lag is checked)")
+    sc.add_argument("--strict-size", action="store_true", help="refuse a source whose frame size differs from "
+                    "the fitted one (default: rescale)")
+    sc.add_argument("--threshold", type=float, default=None, help="decision threshold instead of the model's "
+                    "(also ends events: no hysteresis)")
+    sc.add_argument("--min-frames", type=int, default=MIN_FRAMES, help="frames above the threshold before an event starts")
+    sc.add_argument("--end-frames", type=int, default=END_FRAMES, help="frames below the low threshold before it ends")
+    sc.add_argument("--retries", type=int, default=5, help="reconnects of a live stream in a row before giving up")
+    sc.add_argument("--stall", type=float, default=10.0, help="seconds without data before a URL is reopened")
+    sc.add_argument("--overlay", default=None, help="also write an overlay video (boxes coloured by score)")
+    sc.add_argument("--report", default=None, help="also write a self-contained HTML report (curve, events, "
+                    "thumbnails of the top events, settings, timings)")
+    sc.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for per-frame batches)")
+    add_common(sc)
+    sc.set_defaults(func=cmd_score)

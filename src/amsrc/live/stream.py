@@ -1,0 +1,187 @@
+"""Streaming scorer: one RGB frame in, its anomaly score out (``amsrc score`` and Python use).
+
+``StreamScorer(detector).push(frame)`` runs the same chain as offline scoring: the frame goes
+through :class:`~amsrc.prepare.cubes.CubeExtractor` (the one cube code path ``amsrc prepare``
+uses), the cubes of its boxes through the network (:meth:`AMSRC.score_cubes`), the frame score is
+the max over its objects (:func:`~amsrc.scoring.empty_frame_score` when it has none), and the
+smoothing is causal (:class:`~amsrc.scoring.CausalSmoother`, equal to ``smooth(causal=True)``).
+So the raw scores of a clip pushed frame by frame equal ``AMSRC.score_clip`` on its prepared cubes
+(up to float rounding of the network run in other batch sizes).
+
+Two ways to run the same chain, with the same results bit for bit:
+
+- live (:meth:`StreamScorer.push`): a frame is prepared (resize, flow, boxes, crops, conversion
+  to network inputs) and scored (network, frame score, smoothing) before the next one is looked
+  at: lowest latency;
+- throughput (:meth:`StreamScorer.score_frames`, and ``score_source`` on files and folders): a
+  background thread reads and prepares the next frames while the network scores the current one
+  (OpenCV and torch release the GIL, so the two overlap on two cores; on Ped2 with 2 cores,
+  torch and OpenCV on one thread each, ~1.8x the live rate). Each frame's objects still go
+  through the network as one batch of their own: torch's CPU kernels round differently for other
+  batch sizes (measured: a batch of 1 vs 2, and 10-15 vs 16+ in the decoder), so batching several
+  frames' objects together would change scores in the last bits; it would save little anyway
+  (the per-object cost is flat from ~8 objects a batch). Extra latency: up to ``depth`` frames
+  wait in the queue when the network is the slower stage.
+
+When the preset's score does not use the prediction (w_p = 0) the decoder is skipped
+(``need_pred``): S_f and the frame scores are unchanged, ``FrameResult.s_p`` is NaN.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from amsrc.errors import ConfigError
+from amsrc.prepare.cubes import CubeExtractor, FrameObjects
+from amsrc.prepare.features import object_speeds
+from amsrc.scoring import CausalSmoother, frame_scores
+from amsrc.utils import prefetch
+
+
+@dataclass
+class FrameResult:
+    """Scores of one pushed frame."""
+
+    t: int  # index of the frame in this stream (0-based, frames pushed so far)
+    raw: float  # frame score before smoothing: max over objects (empty-frame score when K = 0)
+    score: float  # causally smoothed frame score (what the threshold is compared with)
+    anomalous: bool | None  # score >= threshold; None when the scorer has no threshold
+    boxes: np.ndarray  # (K, 4) int32 x0, y0, x1, y1 in the pixels of the frame as pushed
+    object_scores: np.ndarray  # (K,) float64 combined object scores w_f z(S_f) + w_p z(S_p)
+    s_f: np.ndarray  # (K,) float32 raw 1 - cos(x, y)
+    s_p: np.ndarray  # (K,) float32 raw squared prediction error; NaN when not computed (w_p = 0: no decoder run)
+    speed: np.ndarray  # (K,) float32 object_speeds: median flow magnitude, pixels/frame at the fitted size
+    seconds: float  # processing time of this frame (flow, boxes, cubes, network, score), waits excluded
+
+    @property
+    def top(self) -> int | None:
+        """Index of the highest-scoring object, None when the frame has none."""
+        return int(np.argmax(self.object_scores)) if self.object_scores.size else None
+
+
+@dataclass
+class PreparedFrame:
+    """A frame after the CPU stages (resize to the fitted size, flow, boxes, crops), ready for the
+    network: what :meth:`StreamScorer.prepare` hands to :meth:`StreamScorer.finish`."""
+
+    objects: FrameObjects  # the objects of the frame at the fitted size
+    inputs: tuple | None  # network inputs of its K cubes (AMSRC.network_inputs); None when K = 0
+    speed: np.ndarray  # (K,) float32 object_speeds of its cubes
+    scale: tuple[float, float]  # (sx, sy): pushed-frame pixels per fitted-frame pixel
+    size: tuple[int, int]  # (H, W) of the frame as pushed
+    seconds: float  # time spent in prepare
+
+
+class StreamScorer:
+    """Score a stream frame by frame with a fitted :class:`~amsrc.detector.AMSRC`.
+
+    threshold: decision threshold on the smoothed score (``FrameResult.anomalous``); None = no decision.
+    frame_size: (H, W) the model was fitted on; frames of another size are resized to it (boxes
+      are mapped back to the pushed frame's pixels). None: the first frame's size is kept.
+    need_pred: run the decoder (S_p). None: only when the preset's score uses it (w_p != 0);
+      False with w_p != 0 is a ConfigError.
+
+    A frame is scored in two steps, :meth:`prepare` (CPU: flow, boxes, crops; keeps the frame and
+    flow history) then :meth:`finish` (network, frame score, smoothing; keeps the smoothing
+    state). ``push`` does both; :meth:`score_frames` overlaps them in two threads. ``finish`` must
+    get the prepared frames in the order they were prepared.
+    """
+
+    def __init__(self, detector, threshold: float | None = None, frame_size: tuple[int, int] | None = None,
+                 need_pred: bool | None = None):
+        self.detector = detector
+        p = detector.preset_
+        self.threshold = None if threshold is None else float(threshold)
+        self.frame_size = None if frame_size is None else (int(frame_size[0]), int(frame_size[1]))
+        if need_pred is None:
+            need_pred = p.score.w_p != 0
+        elif not need_pred and p.score.w_p != 0:
+            raise ConfigError(f"need_pred=False needs score weight w_p = 0 (the preset has w_p = {p.score.w_p})")
+        self.need_pred = bool(need_pred)
+        self.extractor = CubeExtractor(p.prepare)
+        self.smoother = CausalSmoother(p.score)
+        self.empty_score = detector.empty_score_
+        self.seconds = {"inputs": 0.0, "network": 0.0}  # time spent per stage since creation (with extractor.seconds)
+        self.t = 0
+
+    def reset(self) -> None:
+        """Start a new stream: frames, flows, box detector state and smoothing are forgotten."""
+        self.extractor.reset()
+        self.smoother.reset()
+        self.t = 0
+
+    def restart(self) -> None:
+        """A gap in the stream (reconnect): forget frames and flows (no flow across the gap) but keep
+        the smoothing and the frame count."""
+        self.extractor.reset()
+
+    def _fit_size(self, frame: np.ndarray) -> tuple[np.ndarray, float, float]:
+        h, w = frame.shape[:2]
+        if self.frame_size is None:
+            self.frame_size = (h, w)
+        fh, fw = self.frame_size
+        if (h, w) == (fh, fw):
+            return frame, 1.0, 1.0
+        interp = cv2.INTER_AREA if h * w > fh * fw else cv2.INTER_LINEAR
+        return cv2.resize(frame, (fw, fh), interpolation=interp), w / fw, h / fh
+
+    def prepare(self, frame_rgb: np.ndarray) -> PreparedFrame:
+        """CPU stages of the next frame (H, W, 3) uint8 RGB: resize, flow, boxes, cubes, and the cubes'
+        conversion to network inputs and their speeds."""
+        t0 = time.perf_counter()
+        frame, sx, sy = self._fit_size(frame_rgb)
+        obj = self.extractor.push(frame)
+        t1 = time.perf_counter()
+        inputs = self.detector.network_inputs(obj.appearance, obj.flow) if len(obj) else None
+        self.seconds["inputs"] += time.perf_counter() - t1
+        return PreparedFrame(obj, inputs, object_speeds(obj.flow), (sx, sy), tuple(frame_rgb.shape[:2]),
+                             time.perf_counter() - t0)
+
+    def finish(self, prep: PreparedFrame) -> FrameResult:
+        """Network, frame score and smoothing of a prepared frame -> its :class:`FrameResult`."""
+        t0 = time.perf_counter()
+        obj = prep.objects
+        if len(obj):
+            comb, s_f, s_p = self.detector.score_cubes(obj.appearance, obj.flow, need_pred=self.need_pred,
+                                                       inputs=prep.inputs)
+        else:
+            comb = np.zeros(0, np.float64)
+            s_f = s_p = np.zeros(0, np.float32)
+        self.seconds["network"] += time.perf_counter() - t0
+        raw = float(frame_scores(comb, [0, len(comb)], self.empty_score)[0])  # the frame rule of offline scoring
+        speed = prep.speed
+        score = self.smoother.push(raw)
+        boxes = obj.boxes
+        sx, sy = prep.scale
+        if (sx, sy) != (1.0, 1.0) and len(boxes):
+            b = boxes.astype(np.float64)
+            b[:, 0::2] *= sx
+            b[:, 1::2] *= sy
+            h, w = prep.size
+            boxes = np.stack([np.floor(b[:, 0]), np.floor(b[:, 1]), np.ceil(b[:, 2]), np.ceil(b[:, 3])], 1)
+            boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.int32)
+        res = FrameResult(
+            t=self.t, raw=raw, score=score,
+            anomalous=None if self.threshold is None else bool(score >= self.threshold),
+            boxes=boxes, object_scores=np.asarray(comb, np.float64), s_f=np.asarray(s_f, np.float32),
+            s_p=np.asarray(s_p, np.float32), speed=speed, seconds=prep.seconds + time.perf_counter() - t0,
+        )
+        self.t += 1
+        return res
+
+    def push(self, frame_rgb: np.ndarray) -> FrameResult:
+        """Frame (H, W, 3) uint8 RGB -> its :class:`FrameResult` (frames 0..3 of a stream have no objects).
+        Live mode: the frame is fully scored before this returns."""
+        return self.finish(self.prepare(frame_rgb))
+
+    def score_frames(self, frames: Iterable[np.ndarray], depth: int = 4) -> Iterator[FrameResult]:
+        """Throughput mode: the :class:`FrameResult` of each frame of ``frames``, in order, equal to
+        ``push`` frame by frame. Reading ``frames`` and :meth:`prepare` run in a background thread up
+        to ``depth`` frames ahead of the network (latency: up to ``depth`` frames more than ``push``)."""
+        for prep in prefetch((self.prepare(f) for f in frames), depth):
+            yield self.finish(prep)
