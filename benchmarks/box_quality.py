@@ -209,7 +209,7 @@ def flow_table(index, n_pairs=60, tvl1=True) -> list[dict]:
         use = pairs if method != "tvl1" else pairs[:8]
         warp = []
         t_best = float("inf")
-        for rep in range(1 if method == "tvl1" else 3):
+        for _rep in range(1 if method == "tvl1" else 3):
             t0 = time.perf_counter()
             flows = [fl(a, b) for a, b in use]
             t_best = min(t_best, (time.perf_counter() - t0) / len(use))

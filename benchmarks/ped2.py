@@ -193,7 +193,7 @@ def _rows(runs: dict) -> dict:
     """scorer -> metrics (raw, smoothed, paper, object), from the results of the variants' runs (the
     baselines and cues are in each run's results; the baselines come from the first run)."""
     out: dict = {}
-    for v, res in runs.items():
+    for res in runs.values():
         for name, m in res.get("baselines", {}).items():
             out.setdefault(name, m)
     for v in ("baseline", "nogate", "amsrc"):

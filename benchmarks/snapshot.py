@@ -20,13 +20,13 @@ import numpy as np
 
 
 def snapshot(store_dir: Path, model: Path, data: Path, stream_clips: int) -> dict:
-    from amsrc.eval.baselines import BaselineScorer
     from amsrc.data.layouts import load_dataset
     from amsrc.data.readers import open_clip
     from amsrc.detector import AMSRC
+    from amsrc.eval.baselines import BaselineScorer
     from amsrc.eval.evaluate import evaluate
-    from amsrc.prepare.store import CubeStore
     from amsrc.live.stream import StreamScorer
+    from amsrc.prepare.store import CubeStore
 
     store = CubeStore.open(store_dir)
     det = AMSRC.load(model)

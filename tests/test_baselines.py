@@ -7,9 +7,9 @@ import pytest
 from scipy.ndimage import median_filter
 from sklearn.metrics import roc_auc_score
 
-from amsrc.eval.baselines import BaselineScorer, baseline_names, copy_last_error, get_baseline, velocity_feature
 from amsrc.config import ScoreConfig
 from amsrc.errors import ConfigError
+from amsrc.eval.baselines import BaselineScorer, baseline_names, copy_last_error, get_baseline, velocity_feature
 
 
 def _cubes(n, speeds, rng):

@@ -124,7 +124,7 @@ def test_push_frames_0_to_3_empty_then_cubes_equal_pure_crop():
         det = FixedBoxes(boxes_fn)
         flows_seen = []
 
-        def flow(prev, cur):
+        def flow(prev, cur, flows_seen=flows_seen):  # bound now: each iteration has its own list
             f = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(prev, cur, None)
             flows_seen.append(f)
             return f

@@ -68,8 +68,8 @@ def test_fit_clips_are_copied_and_held_out_clips_get_labelled_anomalies(scene, f
 
 
 def test_velocity_scorer_finds_fast_injected_objects(fast, tmp_path):
-    from amsrc.eval.baselines import BaselineScorer
     from amsrc.config import get_preset
+    from amsrc.eval.baselines import BaselineScorer
     from amsrc.eval.metrics import roc_auc
     from amsrc.prepare.run import prepare_dataset
     from amsrc.prepare.store import CubeStore
@@ -185,9 +185,8 @@ def test_bad_settings_are_refused(scene, tmp_path):
 
 def test_video_files_given_one_by_one(scene, tmp_path):
     """Video sources: fit clips are decoded to PNG frames, held-out ones injected; same layout."""
-    from helpers_video import write_video
-
     from amsrc.data.readers import open_clip
+    from helpers_video import write_video
 
     clips = load_dataset(scene).clips("training")
     videos = [write_video(tmp_path / f"cam{k}.avi", np.stack(list(open_clip(c).iter_frames())), codec="png", fps=10)

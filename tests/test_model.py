@@ -9,7 +9,6 @@ import torch
 from amsrc.config import ModelConfig, TrainConfig
 from amsrc.errors import ConfigError, DataError
 from amsrc.model.inputs import to_channels_last, to_tensors, uses_channels_last
-from amsrc.scoring import ObjectScores, object_scores
 from amsrc.model.losses import (
     amsrc_loss,
     consistency_loss,
@@ -19,6 +18,7 @@ from amsrc.model.losses import (
     weight_decay_loss,
 )
 from amsrc.model.network import NetOutput, build_model, variant_names
+from amsrc.scoring import ObjectScores, object_scores
 
 torch.set_num_threads(1)
 TINY = ModelConfig.WIDTH_PRESETS["tiny"]

@@ -83,21 +83,6 @@ def test_overlay_roundtrip_counts_size_and_colours(tmp_path, codec):
         assert (panel.sum(1) < 60).mean() > 0.3 and ((panel[:, 0] > 150) & (panel[:, 1] < 90)).sum() > 10
 
 
-def test_overlay_heatmap_blend_exact(tmp_path):
-    ow = OverlayWriter(tmp_path / "h.mp4", fps=10, size_hw=(H, W), heat_alpha=0.5)
-    try:
-        heat = np.zeros((H, W), np.float32)
-        heat[70:90, 70:110] = 2.0  # its max: JET's top colour (RGB 128, 0, 0) at alpha 0.5
-        img = ow.render(_grey(100), np.zeros((0, 4)), np.zeros(0), threshold=1.0, heatmap=heat)
-        assert img[80, 90].tolist() == [114, 50, 50]  # round(100 * 0.5 + (128, 0, 0) * 0.5)
-        assert img[50, 20].tolist() == [100, 100, 100]  # zero heat: unchanged
-        small = ow.render(_grey(100), np.zeros((0, 4)), np.zeros(0), 1.0, heatmap=heat[::2, ::2])  # resized
-        assert small[80, 90].tolist() == [114, 50, 50]
-    finally:
-        ow.abort()
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_overlay_exception_leaves_nothing(tmp_path):
     out = tmp_path / "bad.mp4"
     with pytest.raises(RuntimeError):

@@ -15,10 +15,10 @@ from amsrc.scoring import (
     STD_FLOOR,
     CausalSmoother,
     TrainStats,
+    clip_scores,
     combine,
     empty_frame_score,
     frame_scores,
-    clip_scores,
     smooth,
     zscore,
 )

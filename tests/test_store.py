@@ -488,7 +488,7 @@ def test_files_with_the_old_fixed_128_byte_header_stay_readable(tmp_path):
     import zlib
 
     want = np.arange(30, dtype="<i4").reshape(10, 3)
-    d = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (want.dtype.str, want.shape)
+    d = f"{{'descr': {want.dtype.str!r}, 'fortran_order': False, 'shape': {want.shape!r}, }}"
     header = b"\x93NUMPY\x01\x00" + struct.pack("<H", 118) + (d + " " * (117 - len(d)) + "\n").encode("latin1")
     assert len(header) == 128
     path = tmp_path / "old.npy"

@@ -112,10 +112,9 @@ def test_stdin_source_frames_and_partial_tail():
 
 
 def test_video_source_matches_reader_and_unreachable_url_gives_up(tmp_path):
-    from helpers_video import write_video
-
     from amsrc.data.readers import iter_video
     from amsrc.data.sources import AVSource, open_source
+    from helpers_video import write_video
 
     path = write_video(tmp_path / "v.mkv", np.stack([np.full((24, 32, 3), 30 * i, np.uint8) for i in range(6)]),
                        codec="ffv1", fps=10)
@@ -131,9 +130,9 @@ def test_video_source_matches_reader_and_unreachable_url_gives_up(tmp_path):
 
 
 def test_ctrl_c_flushes_and_closes_the_open_event(det):
-    from amsrc.training.checkpoint import Threshold
     from amsrc.data.sources import FrameSource, SourceFrame
     from amsrc.live.run import score_source
+    from amsrc.training.checkpoint import Threshold
 
     frames = _frames()
 
@@ -272,8 +271,8 @@ def test_scores_without_decoder_equal_with_w_p_zero():
 
 def test_explanation_without_s_p_names_no_appearance_cue():
     from amsrc.live.events import explain
-    from amsrc.scoring import TrainStats
     from amsrc.live.stream import FrameResult
+    from amsrc.scoring import TrainStats
 
     r = FrameResult(t=0, raw=1.0, score=1.0, anomalous=True, boxes=np.zeros((2, 4), np.int32),
                     object_scores=np.array([0.5, 1.0]), s_f=np.array([0.1, 0.9], np.float32),
@@ -306,9 +305,9 @@ def test_throughput_mode_equals_push(w_p):
 
 
 def test_score_source_throughput_equals_live_with_restarts():
-    from amsrc.training.checkpoint import Threshold
     from amsrc.data.sources import FrameSource, SourceFrame
     from amsrc.live.run import score_source
+    from amsrc.training.checkpoint import Threshold
 
     det = _detector_wp0()
     frames = _multi_object_frames()

@@ -16,8 +16,8 @@ import amsrc.training.loop as train_mod
 from amsrc import __version__
 from amsrc.config import ModelConfig, Preset, get_preset
 from amsrc.errors import ConfigError, DataError
-from amsrc.scoring import object_scores
 from amsrc.model.network import build_model
+from amsrc.scoring import object_scores
 from amsrc.training.checkpoint import Checkpoint
 from amsrc.training.loop import train_model
 

@@ -35,7 +35,9 @@ class BoxConfig:
     max_area_frac: float = 0.25  # largest box kept, as a fraction of the frame area
     max_aspect: float = 6.0  # longest/shortest side above this is dropped (lines, flicker)
     margin: int = 4  # pixels added on each side of a box
-    edge_min_side: int = 16  # a box touching the frame border whose side across that border is shorter (px, margin included) is a partly visible object and is dropped; 0 keeps all
+    # a box touching the frame border whose side across that border is shorter (px, margin included)
+    # is a partly visible object and is dropped; 0 keeps all
+    edge_min_side: int = 16
     nms_iou: float = 0.6  # boxes overlapping more than this are merged
     split_horizon: float | None = None  # horizon row / frame height of the ground-plane size model; None: no cutting
     split_slope: float = 0.4  # typical object height (px) per image row below the horizon
@@ -106,7 +108,7 @@ class Preset:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preset":
+    def from_dict(cls, d: dict[str, Any]) -> Preset:
         return cls(
             name=d["name"],
             prepare=PrepareConfig(

@@ -54,7 +54,7 @@ class AMSRC:
         return p
 
     # ------------------------------------------------------------ fit
-    def fit(self, store, out_dir: str | Path, resume: bool = False) -> "AMSRC":
+    def fit(self, store, out_dir: str | Path, resume: bool = False) -> AMSRC:
         """Train on the normal cubes of ``store`` (its "training" split, else "all").
 
         ``out_dir`` receives the per-epoch log and checkpoints; the final model is the last epoch.
@@ -151,7 +151,7 @@ class AMSRC:
         return self.checkpoint().save(path)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> "AMSRC":
+    def load(cls, path: str | Path, device: str = "cpu") -> AMSRC:
         """Load a checkpoint written by ``fit``, ``fit_footage`` or ``save`` (``torch.load(weights_only=True)``);
         the threshold and footage facts that ``amsrc fit`` learned come back as ``threshold_`` and ``footage_``."""
         ck = Checkpoint.load(path)

@@ -31,7 +31,8 @@ import torch
 
 from amsrc import __version__
 from amsrc.errors import ConfigError, DataError
-from amsrc.model.inputs import check_cubes, to_tensors
+from amsrc.model.inputs import FLOW_CHANNELS, check_cubes, to_tensors
+from amsrc.prepare.cubes import T_APPEARANCE
 from amsrc.scoring import cue_scores, object_scores
 from amsrc.training.checkpoint import Checkpoint
 from amsrc.utils import atomic_path
@@ -106,7 +107,8 @@ def export_onnx(model_path: str | Path, out_path: str | Path, opset: int = OPSET
     output_names = ["pred", "x", "y"] if has_y else ["pred", "x"]
     dynamic = {name: {0: "batch"} for name in (*INPUT_NAMES, *output_names)}
     gen = torch.Generator().manual_seed(0)
-    example = (torch.rand(2, 4 * c, s, s, generator=gen), torch.randn(2, 8, s, s, generator=gen))
+    example = (torch.rand(2, (T_APPEARANCE - 1) * c, s, s, generator=gen),
+               torch.randn(2, FLOW_CHANNELS, s, s, generator=gen))
     wrapped = _plain_outputs(model).eval()
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp, warnings.catch_warnings():
@@ -119,7 +121,7 @@ def export_onnx(model_path: str | Path, out_path: str | Path, opset: int = OPSET
         graph_inputs = [i.name for i in proto.graph.input]
         if "flow_in" not in graph_inputs:  # the baseline never reads flow_in: keep it in the interface
             proto.graph.input.append(
-                onnx.helper.make_tensor_value_info("flow_in", onnx.TensorProto.FLOAT, ["batch", 8, s, s]))
+                onnx.helper.make_tensor_value_info("flow_in", onnx.TensorProto.FLOAT, ["batch", FLOW_CHANNELS, s, s]))
         meta = {
             "amsrc.version": __version__,
             "amsrc.variant": preset.model.variant,

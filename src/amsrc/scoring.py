@@ -33,6 +33,7 @@ from scipy.ndimage import gaussian_filter1d
 from amsrc.config import ScoreConfig
 from amsrc.errors import ConfigError, DataError
 from amsrc.model.inputs import check_cubes, to_tensors, uses_channels_last
+from amsrc.model.losses import cosine_distance
 
 # Smallest standard deviation used by zscore. Training statistics with a smaller (or zero) std,
 # e.g. S_f of the "baseline" variant, which is identically 0, are divided by this instead, so a
@@ -58,7 +59,7 @@ class TrainStats:
         return {k: float(v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], source: Any = None) -> "TrainStats":
+    def from_dict(cls, d: Mapping[str, Any], source: Any = None) -> TrainStats:
         """From a dict with the four keys (e.g. ``checkpoint["train_stats"]``).
 
         ``source`` (the checkpoint path) is named in the DataError raised for missing keys or
@@ -103,8 +104,6 @@ def cue_scores(pred: torch.Tensor | None, target: torch.Tensor | None, x: torch.
                y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The two cues of a batch, float32: S_f = 1 - cos(flatten(x), flatten(y)) (B,) (zeros without y)
     and S_p = sum((pred - target)^2) over C x S x S (B,) (None without pred)."""
-    from amsrc.model.losses import cosine_distance
-
     s_f = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device) if y is None else cosine_distance(x, y)
     s_p = None if pred is None else (pred - target).pow(2).flatten(1).sum(1)
     return s_f, s_p

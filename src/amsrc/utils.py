@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import queue
-import threading
-
 import contextlib
 import json
 import os
+import queue
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def temp_beside(path: str | Path) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
+import cv2
 import numpy as np
+from scipy.io import loadmat, savemat
 
 from amsrc.errors import DataError
 
@@ -68,8 +70,6 @@ def _check_file(path: Path, what: str) -> None:
 
 def load_mat(path: str | Path, variables: Sequence[str]) -> dict:
     """``scipy.io.loadmat`` with clear errors; the named variables must be present."""
-    from scipy.io import loadmat
-
     path = Path(path)
     _check_file(path, "ground-truth .mat file")
     try:
@@ -329,8 +329,6 @@ def open_pixel_mask_npy(path: str | Path) -> ArrayMasks:
 # ---------------------------------------------------------------- mask images
 def read_mask_image(path: str | Path) -> np.ndarray:
     """One mask image (.png/.bmp/...) -> (H, W) bool, True where any channel is non-zero."""
-    import cv2
-
     path = Path(path)
     data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
     if data is None or data.size == 0:
@@ -392,8 +390,6 @@ def write_mat_intervals(path: str | Path, intervals: list[list[tuple[int, int]]]
     as the frames layout reads it. ``header`` replaces scipy's text header (which holds the time of
     writing), so the same intervals give the same bytes."""
     import io
-
-    from scipy.io import savemat
 
     cell = np.empty((1, len(intervals)), dtype=object)
     for i, iv in enumerate(intervals):

@@ -43,14 +43,18 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from amsrc.data.groundtruth import labels_to_intervals, write_mat_intervals
 from amsrc.data.index import Clip
+from amsrc.data.layouts import load_dataset, normal_clips
+from amsrc.data.readers import open_clip
+from amsrc.data.sources import DEFAULT_FPS
 from amsrc.errors import ConfigError, DataError
 from amsrc.prepare.cubes import T_APPEARANCE
 from amsrc.prepare.recall import OBJECT_MIN_PX
-from amsrc.data.sources import DEFAULT_FPS
+from amsrc.prepare.store import source_hash
 
 INJECT_VERSION = 2  # bump when the compositing changes (recorded in inject.json)
 KINDS = ("fast", "contraflow", "loiter", "rigid")
@@ -68,9 +72,6 @@ def _read_clip(clip: Clip, keep_rgb: bool) -> tuple[np.ndarray | None, list, np.
     frames (H, W) uint8 at t % SAMPLE_EVERY in (0, 1), None elsewhere; the (H, W) float32 median
     background of about BACKGROUND_FRAMES evenly spaced frames). Only the held-out clips are kept
     whole. DataError on a short clip (the readers refuse a frame of another size, naming its file)."""
-    import cv2
-
-    from amsrc.data.readers import open_clip
 
     step = max(1, clip.n_frames // BACKGROUND_FRAMES)
     rgb, grey, for_bg = [], [], []
@@ -90,8 +91,6 @@ def _read_clip(clip: Clip, keep_rgb: bool) -> tuple[np.ndarray | None, list, np.
 def source_clips(sources: list[str | Path]) -> list[Clip]:
     """Clips of the sources in order: clip folders and video files one by one, or a dataset
     root's normal split (:func:`amsrc.data.layouts.normal_clips`)."""
-    from amsrc.data.layouts import normal_clips
-
     return [c for src in sources for c in normal_clips(Path(src))]
 
 
@@ -136,8 +135,6 @@ class SceneModel:
 
 def _frame_blobs(grey_t: np.ndarray, bg: np.ndarray, clip_index: int, t: int) -> tuple[list[Blob], np.ndarray]:
     """Foreground blobs of one frame (not touching the border, >= 30 px) and its foreground mask."""
-    import cv2
-
     h, w = bg.shape
     fg = (np.abs(grey_t.astype(np.float32) - bg) > FG_THRESHOLD).astype(np.uint8)
     fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
@@ -254,8 +251,6 @@ class Sprite:
 
 
 def _grey1(rgb: np.ndarray) -> np.ndarray:
-    import cv2
-
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
 
 
@@ -263,8 +258,6 @@ def _soft_alpha(mask: np.ndarray) -> np.ndarray:
     """Soft edges inside the silhouette: a Gaussian (sigma 0.8 px) of the mask, remapped so alpha
     is 1 a pixel inside the outline and 0 a pixel outside it. No rim of the ground the object was
     cut from is carried along (it would show as a halo on other ground)."""
-    import cv2
-
     a = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.8)
     return np.clip((a - 0.25) / 0.5, 0.0, 1.0)
 
@@ -287,7 +280,6 @@ def cut_walker(frames: np.ndarray, grey: list, bg: np.ndarray, scene: SceneModel
     y0, y1 = max(b.y0 - pad, 0), min(b.y1 + pad, bg.shape[0])
     x0, x1 = max(b.x0 - pad, 0), min(b.x1 + pad, bg.shape[1])
     m = masks[b.t // SAMPLE_EVERY][y0:y1, x0:x1]
-    import cv2
 
     n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
     if n > 2:  # keep the largest component: the walker, not a neighbour's elbow
@@ -303,8 +295,6 @@ def rigid_object(scene: SceneModel, bg: np.ndarray, rng: np.random.Generator, ro
     """A foreign textured box 1.6 x 0.9 walker heights (a cart, a small vehicle), darker or
     lighter than the ground, with a smooth noise texture and a darker rim; tinted only in colour
     footage."""
-    import cv2
-
     hh = scene.height_at(row)
     h, w = max(int(round(0.9 * hh)), 6), max(int(round(1.6 * hh)), 10)
     level = float(np.median(bg))
@@ -366,8 +356,6 @@ def _paste(frame: np.ndarray, grey_bg: np.ndarray, sprite: Sprite, x: float, y_b
            scale: float) -> np.ndarray:
     """Composite ``sprite`` (bottom-centre at x, y_bottom, scaled) into ``frame`` in place; returns
     the (H, W) bool mask of the pasted pixels (alpha >= 0.5)."""
-    import cv2
-
     H, W = frame.shape[:2]
     sh, sw = sprite.alpha.shape
     nh, nw = max(int(round(sh * scale)), 2), max(int(round(sw * scale)), 2)
@@ -450,8 +438,6 @@ def _frame_ext(clip: Clip) -> str:
 
 
 def _encode(path: Path, rgb: np.ndarray) -> None:
-    import cv2
-
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if path.suffix == ".jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 3]
     ok, buf = cv2.imencode(path.suffix, bgr, params)
@@ -467,7 +453,6 @@ def _copy_clip(clip: Clip, dst: Path) -> None:
         for f in clip.frame_files:
             shutil.copyfile(f, dst / f.name)
         return
-    from amsrc.data.readers import open_clip
 
     width = max(3, len(str(clip.n_frames - 1)))
     for i, fr in enumerate(open_clip(clip).iter_frames()):
@@ -475,8 +460,6 @@ def _copy_clip(clip: Clip, dst: Path) -> None:
 
 
 def _fingerprint(clips: list[Clip], settings: InjectSettings) -> str:
-    from amsrc.prepare.store import source_hash
-
     h = hashlib.sha256(json.dumps({"v": INJECT_VERSION, **asdict(settings)}, sort_keys=True).encode())
     for c in clips:
         h.update(source_hash(c).encode())
@@ -594,7 +577,6 @@ def inject(sources: list[str | Path], out: str | Path, settings: InjectSettings 
             mdir.mkdir(parents=True)
             labels = np.zeros(len(frames), np.uint8)
             labels[ev.labelled] = 1
-            import cv2
 
             for i, name in enumerate(names):
                 _encode(fdir / f"{name}{ext}", frames[i])
@@ -649,8 +631,6 @@ def _inject_clip(clip: Clip, kind: str, frames: np.ndarray, grey: list, bg: np.n
 
 def write_preview(path: Path, original: np.ndarray, injected: np.ndarray, mask: np.ndarray) -> Path:
     """PNG: the original frame, the injected frame, and the injected frame with the mask outlined."""
-    import cv2
-
     outlined = injected.copy()
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(outlined, contours, -1, (255, 40, 40), 1)
@@ -674,9 +654,6 @@ def _result_from_record(out: Path, rec: dict) -> InjectResult:
 def write_preview_of(out: Path, path: Path) -> Path | None:
     """The preview of an injected set on disk: for the first event, the frame where its mask is
     largest, read from the held-out clip's source (original) and from ``out`` (injected)."""
-    from amsrc.data.layouts import load_dataset
-    from amsrc.data.readers import open_clip
-
     rec = json.loads((out / RECORD).read_text())
     test = {c.name: c for c in load_dataset(out).clips("testing")}
     for e, src in zip(rec["events"], rec["held_out_sources"]):

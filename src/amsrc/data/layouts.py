@@ -29,8 +29,8 @@ pixel mask is decoded too (sizes must agree) and a video whose decoder reports a
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

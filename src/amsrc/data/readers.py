@@ -7,9 +7,11 @@ video in memory.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
+import av
+import cv2
 import numpy as np
 
 from amsrc.data.index import Clip
@@ -62,8 +64,6 @@ def check_image_file(path: str | Path) -> None:
 
 def read_image(path: str | Path) -> np.ndarray:
     """Read one image file as (H, W, 3) uint8 RGB; a clear error if it is unreadable or truncated."""
-    import cv2
-
     path = Path(path)
     data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
     if data is None:
@@ -122,8 +122,6 @@ class FolderReader:
 
 
 def _open_container(path: Path):
-    import av
-
     if not path.is_file():
         raise DataError(path, "video file not found")
     if path.stat().st_size == 0:

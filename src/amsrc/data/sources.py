@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
+import av
 import numpy as np
 
+from amsrc.data.layouts import list_numbered_files
+from amsrc.data.readers import read_image
 from amsrc.errors import ConfigError, DataError
 
 DEFAULT_FPS = 25.0  # frame rate assumed for frame folders and stdin when none is given
@@ -63,16 +66,12 @@ class FolderSource(FrameSource):
     """A frame folder (numbered image files); undecodable files are skipped with a message."""
 
     def __init__(self, folder: Path, fps: float | None = None, warn: Callable[[str], None] = _stderr):
-        from amsrc.data.layouts import list_numbered_files
-
         self.name = str(folder)
         self.files = list_numbered_files(Path(folder))
         self.fps = float(fps) if fps else DEFAULT_FPS
         self.warn = warn
 
     def __iter__(self) -> Iterator[SourceFrame]:
-        from amsrc.data.readers import read_image
-
         for i, f in enumerate(self.files):
             try:
                 img = read_image(f)
@@ -133,8 +132,6 @@ class AVSource(FrameSource):
         self._is_url = "://" in spec
 
     def _open(self):
-        import av
-
         kwargs: dict = {}
         if self.spec.startswith("/dev/video"):
             kwargs["format"] = "v4l2"

@@ -41,9 +41,11 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
+from scipy import ndimage
 
-from amsrc.data.groundtruth import labels_to_intervals, write_mat_intervals
+from amsrc.data.groundtruth import FolderMasks, labels_to_intervals, write_mat_intervals
 from amsrc.data.index import Clip, DatasetIndex
 from amsrc.errors import ConfigError, DataError
 
@@ -148,8 +150,6 @@ def _draw(canvas: np.ndarray, kind: str, xy: np.ndarray, size_px: float) -> None
     """Draw one primitive as 255 (anti-aliased) into a zeroed uint8 canvas.
 
     xy: (N, 2) projected points in canvas pixel coordinates; size_px: line width or disc radius."""
-    import cv2
-
     aa = cv2.LINE_AA
     if kind == "poly":
         hull = cv2.convexHull(np.round(xy * 16).astype(np.int32))
@@ -442,8 +442,6 @@ _PRIMS = {
 # ------------------------------------------------------------------ background
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
     """(h, w) float32 smooth noise, std about 1, with features about ``cell`` pixels across."""
-    import cv2
-
     c = max(1, int(cell))
     gh, gw = h // c + 3, w // c + 3
     g = rng.standard_normal((gh, gw)).astype(np.float32)
@@ -457,8 +455,6 @@ class _Scene:
     half_walk = 3.6  # half width of the walkway, m
 
     def __init__(self, s: SceneSettings, seed: int):
-        import cv2
-
         self.cam = cam = _Camera(s.height, s.width)
         rng = np.random.default_rng([seed, 7001])
         h, w = s.height, s.width
@@ -669,9 +665,6 @@ class _Sim:
 
 def _simulate_clip(scene: _Scene, s: SceneSettings, rng: np.random.Generator, n_frames: int,
                    program: tuple[tuple[str, float], ...], with_masks: bool) -> _ClipResult:
-    import cv2
-    from scipy import ndimage
-
     sim = _Sim(scene, s, rng)
     for _ in range(160):  # warm up so that the walkway is populated at frame 0
         sim.step()
@@ -735,8 +728,6 @@ def _simulate_clip(scene: _Scene, s: SceneSettings, rng: np.random.Generator, n_
 
 # ------------------------------------------------------------------ writing
 def _write_png(path: Path, img: np.ndarray) -> None:
-    import cv2
-
     ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:  # pragma: no cover
         raise DataError(path, "PNG encoding failed")
@@ -760,8 +751,6 @@ def _frame_width(n: int) -> int:
 
 
 def _index(out: Path, s: SceneSettings, labels: dict[str, list[np.ndarray]]) -> DatasetIndex:
-    from amsrc.data.groundtruth import FolderMasks
-
     splits = {}
     for split, n_clips, n_frames in (("training", s.n_train, s.train_frames), ("testing", s.n_test, s.test_frames)):
         clips = []

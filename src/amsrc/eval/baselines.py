@@ -114,7 +114,7 @@ class BaselineScorer:
         self.seed = seed
 
     # ------------------------------------------------------------ fit
-    def fit_features(self, features: np.ndarray) -> "BaselineScorer":
+    def fit_features(self, features: np.ndarray) -> BaselineScorer:
         """Fit on the features of the training cubes ((N,) or (N, D), from :meth:`features`)."""
         b = get_baseline(self.name)
         f = np.asarray(features, dtype=np.float64)
@@ -133,7 +133,7 @@ class BaselineScorer:
         self.n_train_ = int(f.shape[0])
         return self
 
-    def fit(self, store, split: str | None = None) -> "BaselineScorer":
+    def fit(self, store, split: str | None = None) -> BaselineScorer:
         """Fit on the training cubes of a :class:`~amsrc.prepare.store.CubeStore` (its "training"
         split, else "all")."""
         split = split or store.training_split()

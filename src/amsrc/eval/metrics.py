@@ -15,9 +15,9 @@ labels outside {0, 1}, or only one class overall.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -363,7 +363,7 @@ def pixel_auroc(score_maps: Any, masks: Any, max_exact: int = PIXEL_EXACT_MAX, b
     if total > max_exact:
         return pixel_auroc_binned(score_maps, masks, bins=bins)[0]
     s_parts, y_parts = [], []
-    for where, s, m in _iter_chunks(pairs):
+    for _where, s, m in _iter_chunks(pairs):
         s_parts.append(s)
         y_parts.append(m)
     s = np.concatenate(s_parts) if s_parts else np.zeros(0)

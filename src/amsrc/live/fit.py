@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-import shutil
-
 import cv2
+import numpy as np
 
 from amsrc.config import ModelConfig, Preset, get_preset
 from amsrc.data.groundtruth import labels_to_intervals
@@ -52,6 +50,7 @@ HOLDOUT_TAIL = 0.2  # without named held-out clips: this last share of every cli
 HOLDOUT_SPLIT = "holdout"  # split of the cube store that holds the held-out footage
 LARGE_FRAME_PX = 640 * 480  # frames with more pixels get the fastest DIS flow in the automatic settings
 REFERENCE_HEIGHT = 240  # the default preset's box settings are for 240-pixel-high frames (Ped2)
+REFERENCE_FPS = 25.0  # ... and its smoothing (sigma 3 frames) for 25 fps footage: sigma scales with the rate
 
 
 # ---------------------------------------------------------------- range
@@ -116,7 +115,7 @@ def auto_preset(height: int, width: int, fps: float | None, base: str = "default
         flow_note = f"flow DIS ultrafast (frames above {LARGE_FRAME_PX} px)"
     f = fps or DEFAULT_FPS
     p.score.smoothing = "gaussian"
-    p.score.gaussian_sigma = round(3.0 * f / 25.0, 3)
+    p.score.gaussian_sigma = round(3.0 * f / REFERENCE_FPS, 3)
     p.score.causal = True
     p.train.lr = 1e-3
     # Score weights: the paper's mix for Avenue (a general scene); S_f alone is Ped2-specific, and the

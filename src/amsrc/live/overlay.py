@@ -1,5 +1,5 @@
-"""Overlay video: each frame with its object boxes coloured by score, the frame score in a corner,
-and optionally a prediction-error heat map blended in. Written with PyAV, atomically.
+"""Overlay video: each frame with its object boxes coloured by score and the frame score in a
+corner. Written with PyAV, atomically.
 
 Colours (RGB): a box whose score is at or above the threshold is red; below ``threshold - ramp``
 it is green; in between it goes from green through yellow towards orange, so near-misses stand
@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import av
+import cv2
 import numpy as np
 
 from amsrc.errors import ConfigError, DataError
@@ -47,9 +49,7 @@ class OverlayWriter:
     """
 
     def __init__(self, path: str | Path, fps: float, size_hw: tuple[int, int], codec: str = "h264",
-                 ramp: float = 1.0, heat_alpha: float = 0.5, bitrate: int | None = None):
-        import av
-
+                 ramp: float = 1.0, bitrate: int | None = None):
         self.path = Path(path)
         fmt = _FORMATS.get(self.path.suffix.lower())
         if fmt is None:
@@ -61,7 +61,6 @@ class OverlayWriter:
             raise ConfigError(f"overlay fps must be positive, got {fps}")
         self.size_hw = (h, w)
         self.ramp = float(ramp)
-        self.heat_alpha = float(heat_alpha)
         self.frames_written = 0
         self._enc_hw = (h + h % 2, w + w % 2)
         self._tmp = temp_beside(self.path)
@@ -95,10 +94,8 @@ class OverlayWriter:
 
     # ------------------------------------------------------------ drawing
     def render(self, frame_rgb: np.ndarray, boxes: Any, scores: Any, threshold: float,
-               heatmap: np.ndarray | None = None, frame_score: float | None = None) -> np.ndarray:
+               frame_score: float | None = None) -> np.ndarray:
         """The overlay frame (H, W, 3) uint8 RGB that :meth:`write` encodes (no side effect)."""
-        import cv2
-
         img = np.asarray(frame_rgb)
         if img.dtype != np.uint8 or img.shape != (*self.size_hw, 3):
             raise DataError(self.path, f"overlay frames must be {(*self.size_hw, 3)} uint8 RGB, "
@@ -109,8 +106,6 @@ class OverlayWriter:
             raise DataError(self.path, f"{boxes.shape[0]} boxes but {scores.size} scores")
         out = img.copy()
         h, w = self.size_hw
-        if heatmap is not None:
-            out = self._blend_heat(out, heatmap)
         thick = max(2, int(round(min(h, w) / 160)))
         font, fscale = cv2.FONT_HERSHEY_SIMPLEX, max(0.35, min(h, w) / 700)
         for (x0, y0, x1, y1), s in zip(boxes, scores):
@@ -127,28 +122,9 @@ class OverlayWriter:
         self._draw_score_bar(out, fs, float(threshold), font, fscale)
         return out
 
-    def _blend_heat(self, out: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
-        import cv2
-
-        hm = np.asarray(heatmap, dtype=np.float32)
-        if hm.ndim != 2:
-            raise DataError(self.path, f"heat map must be (H, W), got shape {hm.shape}")
-        if hm.shape != self.size_hw:
-            hm = cv2.resize(hm, (self.size_hw[1], self.size_hw[0]), interpolation=cv2.INTER_LINEAR)
-        hm = np.nan_to_num(hm, nan=0.0, posinf=0.0, neginf=0.0)
-        top = float(hm.max())
-        if top <= 0:
-            return out
-        u = np.clip(hm / top, 0.0, 1.0)
-        colour = cv2.applyColorMap((u * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]  # BGR -> RGB
-        a = (self.heat_alpha * u)[:, :, None]
-        return (out * (1.0 - a) + colour * a).round().astype(np.uint8)
-
     def _draw_score_bar(self, out: np.ndarray, fs: float | None, threshold: float, font, fscale) -> None:
         """Top-left: "score S / thr T" and a bar filled to sigmoid((S - T) / ramp) (half at the threshold);
         with no finite threshold (e.g. inf: none learned) only the score, the bar empty."""
-        import cv2
-
         h, w = self.size_hw
         has_thr = bool(np.isfinite(threshold))
         text = "score -" if fs is None else f"score {fs:.2f}" + (f" / thr {threshold:.2f}" if has_thr else "")
@@ -170,15 +146,12 @@ class OverlayWriter:
 
     # ------------------------------------------------------------ writing
     def write(self, frame_rgb: np.ndarray, boxes: Any, scores: Any, threshold: float,
-              heatmap: np.ndarray | None = None, frame_score: float | None = None) -> None:
+              frame_score: float | None = None) -> None:
         """Draw and encode one frame. frame_rgb (H, W, 3) uint8; boxes (K, 4) int x0, y0, x1, y1 (x1, y1
-        exclusive); scores (K,) float; heatmap (h, w) float >= 0 or None (resized to the frame, scaled by
-        its max, alpha-blended); frame_score: shown in the corner (default: max of scores)."""
-        import av
-
+        exclusive); scores (K,) float; frame_score: shown in the corner (default: max of scores)."""
         if self._container is None:
             raise ValueError(f"{self.path}: overlay writer is closed")
-        img = self.render(frame_rgb, boxes, scores, threshold, heatmap, frame_score)
+        img = self.render(frame_rgb, boxes, scores, threshold, frame_score)
         if self._enc_hw != self.size_hw:
             img = np.pad(img, ((0, self._enc_hw[0] - img.shape[0]), (0, self._enc_hw[1] - img.shape[1]), (0, 0)),
                          mode="edge")
@@ -216,7 +189,7 @@ class OverlayWriter:
         if self._tmp.exists():
             self._tmp.unlink()
 
-    def __enter__(self) -> "OverlayWriter":
+    def __enter__(self) -> OverlayWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

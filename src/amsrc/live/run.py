@@ -74,12 +74,119 @@ def _csv_row(rec: dict) -> str:
     return ",".join(str(v) for v in vals) + "\n"
 
 
+class _Lines:
+    """Where the frame and event lines go: ``frames_out`` (JSON lines or CSV) and ``events_out``
+    (JSON lines; None: among the JSON frame lines, or nowhere for CSV). Alerts are also said on ``warn``."""
+
+    def __init__(self, frames_out, events_out, fmt: str, warn):
+        if fmt not in ("jsonl", "csv"):
+            raise ConfigError(f"output format must be jsonl or csv, got {fmt!r}")
+        self.fmt, self.warn = fmt, warn
+        self.frames_out = frames_out
+        self.events_out = events_out if events_out is not None else (frames_out if fmt == "jsonl" else None)
+        if fmt == "csv":
+            frames_out.write(",".join(CSV_COLUMNS) + "\n")
+            frames_out.flush()
+
+    def frame(self, rec: dict) -> None:
+        self.frames_out.write(json.dumps(rec) + "\n" if self.fmt == "jsonl" else _csv_row(rec))
+        self.frames_out.flush()
+
+    def events(self, lines: list[dict]) -> None:
+        for e in lines:
+            ex = e["explanation"] or {}
+            if e["type"] == "event_start":
+                self.warn(f"alert: event {e['event']} started at frame {e['start_frame']} ({e['start_time']:.2f} s), "
+                          f"alerted at frame {e['alert_frame']}, score {e['score']:.3f}"
+                          + (f", cue: {ex['cue']}" if ex else ""))
+            else:
+                self.warn(f"alert: event {e['event']} ended: frames {e['start_frame']}-{e['end_frame']}, peak "
+                          f"{e['peak_score']:.3f} at frame {e['peak_frame']}"
+                          + (f", cue: {ex['cue']} ({ex['why']})" if ex else ""))
+            if self.events_out is not None:
+                self.events_out.write(json.dumps(e) + "\n")
+                self.events_out.flush()
+
+    def reader_gone(self) -> None:
+        """The reader of the frame lines went away (``| head``): write no more to it."""
+        if self.events_out is self.frames_out:
+            self.events_out = None
+        self.frames_out = None
+
+    def flush(self) -> None:
+        if self.frames_out is not None:
+            self.frames_out.flush()
+
+
+class _Lag:
+    """How far a live source's frames are scored behind the stream clock: the (wall clock - stream
+    time) offset of a frame minus the smallest offset seen; 0 while scoring keeps up, growing when
+    frames queue up. Warns at most every 5 s while above ``warn_s``."""
+
+    def __init__(self, warn_s: float, fps: float, warn):
+        self.warn_s, self.fps, self.warn = warn_s, fps, warn
+        self.base: float | None = None
+        self.max = 0.0
+        self._last_warn = -1e9
+
+    def update(self, stream_time: float, rate: float) -> float:
+        now = time.perf_counter()
+        offset = now - stream_time
+        self.base = offset if self.base is None else min(self.base, offset)
+        lag = offset - self.base
+        self.max = max(self.max, lag)
+        if lag > self.warn_s and now - self._last_warn > 5.0:
+            self.warn(f"warning: falling behind the stream by {lag:.2f} s (~{lag * self.fps:.0f} frames at "
+                      f"{self.fps:g} fps); scoring {rate:.1f} frames/s")
+            self._last_warn = now
+        return lag
+
+
+def _size_note(name: str, index: int, shape, frame_size, first: bool, last_shape, strict: bool, warn) -> str | None:
+    """Say when frames are rescaled to the fitted size (refuse with ``strict``); the "WxH -> WxH" of
+    a first frame that is rescaled, else None."""
+    h, w = shape[:2]
+    if first and frame_size is not None and (h, w) != tuple(frame_size):
+        fh, fw = frame_size
+        if strict:
+            raise ConfigError(f"{name}: frames are {w}x{h} but the model was fitted on {fw}x{fh} "
+                              "(--strict-size refuses to rescale)")
+        warn(f"note: {name}: frames are {w}x{h} but the model was fitted on {fw}x{fh}; "
+             f"every frame is rescaled to {fw}x{fh} (boxes are reported in the source's pixels)")
+        return f"{w}x{h} -> {fw}x{fh}"
+    if not first and shape != last_shape:
+        warn(f"note: {name}: frame {index} is {w}x{h}, unlike the frames before "
+             f"({last_shape[1]}x{last_shape[0]}); it is rescaled to the model's size")
+    return None
+
+
+def _stream(source, scorer: StreamScorer, throughput: bool, read_ahead: int):
+    """(source frame, prepared frame or None) in stream order. Throughput: the reading thread also
+    prepares (restarts applied there, in order); otherwise the caller restarts and pushes."""
+    def prepared():
+        for sf in source:
+            if sf.restart:
+                scorer.restart()
+            yield sf, scorer.prepare(sf.rgb)
+
+    if throughput:
+        inner = prefetch(prepared(), read_ahead)
+    else:
+        inner = prefetch(source, read_ahead) if read_ahead > 0 else iter(source)
+    try:
+        for item in inner:
+            yield item if throughput else (item, None)
+    finally:
+        if hasattr(inner, "close"):
+            inner.close()
+
+
 def score_source(detector, source, frames_out, *, fmt: str = "jsonl", events_out=None, strict_size: bool = False,
                  min_frames: int = MIN_FRAMES, end_frames: int = END_FRAMES, warn=None, on_frame=None,
                  lag_warn_s: float = 1.0, read_ahead: int = 4, throughput: bool | None = None) -> ScoreSummary:
-    """Score every frame of ``source`` (:mod:`amsrc.data.sources`) with a fitted ``detector`` (:class:`~amsrc.detector.AMSRC`).
-
-    Its ``threshold_`` (set by ``amsrc fit``; None for a model from ``amsrc train``) decides and raises events.
+    """Score every frame of ``source`` (:mod:`amsrc.data.sources`) with a fitted ``detector``
+    (:class:`~amsrc.detector.AMSRC`); its ``threshold_`` (set by ``amsrc fit``; None for a model from
+    ``amsrc train``) decides and raises events.
 
     Per-frame lines go to ``frames_out`` (``fmt`` "jsonl" or "csv") as they are computed (flushed);
     event lines (JSON) to ``events_out``, or into ``frames_out`` among the frame lines when it is
@@ -89,90 +196,35 @@ def score_source(detector, source, frames_out, *, fmt: str = "jsonl", events_out
 
     ``throughput`` (None: True for files and folders, False for live sources): a thread reads and
     prepares frames (flow, boxes, crops) up to ``read_ahead`` frames ahead while this one runs the
-    network (see the module docstring; same output, a frame's lines come up to ``read_ahead``
+    network (see :mod:`amsrc.live.stream`; same output, a frame's lines come up to ``read_ahead``
     frames later). Otherwise frames are only read ``read_ahead`` ahead in a thread and each is
     scored with ``push`` (lowest latency). ``read_ahead`` 0: no thread at all.
     """
     if warn is None:
         def warn(msg: str) -> None:
             print(msg, file=sys.stderr, flush=True)
-    if fmt not in ("jsonl", "csv"):
-        raise ConfigError(f"output format must be jsonl or csv, got {fmt!r}")
+    out = _Lines(frames_out, events_out, fmt, warn)
     thr = getattr(detector, "threshold_", None)
     foot = getattr(detector, "footage_", None)
     frame_size = None if foot is None else foot.frame_size
     scorer = StreamScorer(detector, None if thr is None else thr.value, frame_size)
-    det = None
+    events = None
     if thr is not None:
-        det = EventDetector(thr.value, thr.low, min_frames, end_frames, stats=detector.train_stats_,
-                            speeds=None if foot is None else foot.speed_stats)
+        events = EventDetector(thr.value, thr.low, min_frames, end_frames, stats=detector.train_stats_,
+                               speeds=None if foot is None else foot.speed_stats)
     else:
         warn("note: this model has no threshold (written by `amsrc train`, not `amsrc fit`): "
              "scores only, no yes/no and no events")
-    if fmt == "csv":
-        frames_out.write(",".join(CSV_COLUMNS) + "\n")
-        frames_out.flush()
-    ev_out = events_out if events_out is not None else (frames_out if fmt == "jsonl" else None)
-
-    def emit_events(lines: list[dict]) -> None:
-        for e in lines:
-            if e["type"] == "event_start":
-                ex = e["explanation"] or {}
-                warn(f"alert: event {e['event']} started at frame {e['start_frame']} ({e['start_time']:.2f} s), "
-                     f"alerted at frame {e['alert_frame']}, score {e['score']:.3f}"
-                     + (f", cue: {ex['cue']}" if ex else ""))
-            else:
-                ex = e["explanation"] or {}
-                warn(f"alert: event {e['event']} ended: frames {e['start_frame']}-{e['end_frame']}, peak "
-                     f"{e['peak_score']:.3f} at frame {e['peak_frame']}"
-                     + (f", cue: {ex['cue']} ({ex['why']})" if ex else ""))
-            if ev_out is not None:
-                ev_out.write(json.dumps(e) + "\n")
-                ev_out.flush()
-
-    n = 0
-    interrupted = False
-    rescaled = None
-    max_lag = 0.0
-    last_lag_warn = -1e9
+    lag = _Lag(lag_warn_s, source.fps or DEFAULT_FPS, warn)
+    throughput = (not source.live if throughput is None else throughput) and read_ahead > 0
+    n, interrupted, rescaled = 0, False, None
+    last_index, last_time, last_shape = -1, 0.0, None
     t_wall0 = time.perf_counter()
-    base_offset = None
-    last_index, last_time = -1, 0.0
-    last_shape = None
-    if throughput is None:
-        throughput = not source.live
-    throughput = throughput and read_ahead > 0
-
-    def prepared():  # throughput mode, in the reading thread: restarts and prepare in stream order
-        for sf in source:
-            if sf.restart:
-                scorer.restart()
-            yield sf, scorer.prepare(sf.rgb)
-
-    if throughput:
-        it = prefetch(prepared(), read_ahead)
-    else:
-        it = prefetch(source, read_ahead) if read_ahead > 0 else iter(source)
+    it = _stream(source, scorer, throughput, read_ahead)
     try:
-        while True:
-            try:
-                item = next(it)
-            except StopIteration:
-                break
-            sf, prep = item if throughput else (item, None)
-            if n == 0 and frame_size is not None and sf.rgb.shape[:2] != tuple(frame_size):
-                h, w = sf.rgb.shape[:2]
-                fh, fw = frame_size
-                if strict_size:
-                    raise ConfigError(f"{source.name}: frames are {w}x{h} but the model was fitted on {fw}x{fh} "
-                                      "(--strict-size refuses to rescale)")
-                rescaled = f"{w}x{h} -> {fw}x{fh}"
-                warn(f"note: {source.name}: frames are {w}x{h} but the model was fitted on {fw}x{fh}; "
-                     f"every frame is rescaled to {fw}x{fh} (boxes are reported in the source's pixels)")
-            elif n > 0 and sf.rgb.shape != last_shape:
-                h, w = sf.rgb.shape[:2]
-                warn(f"note: {source.name}: frame {sf.index} is {w}x{h}, unlike the frames before "
-                     f"({last_shape[1]}x{last_shape[0]}); it is rescaled to the model's size")
+        for sf, prep in it:
+            note = _size_note(source.name, sf.index, sf.rgb.shape, frame_size, n == 0, last_shape, strict_size, warn)
+            rescaled = rescaled or note
             last_shape = sf.rgb.shape
             if prep is not None:
                 r = scorer.finish(prep)
@@ -182,26 +234,10 @@ def score_source(detector, source, frames_out, *, fmt: str = "jsonl", events_out
                 r = scorer.push(sf.rgb)
             rec = frame_record(sf.index, sf.time, r)
             if source.live:
-                # lag = how much later than the earliest-seen (wall clock - stream time) offset this frame is
-                # done: 0 while scoring keeps up, growing when frames queue up.
-                offset = time.perf_counter() - sf.time
-                base_offset = offset if base_offset is None else min(base_offset, offset)
-                lag = offset - base_offset
-                rec["lag_s"] = round(lag, 3)
-                max_lag = max(max_lag, lag)
-                now = time.perf_counter()
-                if lag > lag_warn_s and now - last_lag_warn > 5.0:
-                    fps = source.fps or DEFAULT_FPS
-                    warn(f"warning: falling behind the stream by {lag:.2f} s (~{lag * fps:.0f} frames at {fps:g} fps); "
-                         f"scoring {n / max(now - t_wall0, 1e-9):.1f} frames/s")
-                    last_lag_warn = now
-            if fmt == "jsonl":
-                frames_out.write(json.dumps(rec) + "\n")
-            else:
-                frames_out.write(_csv_row(rec))
-            frames_out.flush()
-            lines = det.push(sf.index, sf.time, r) if det is not None else []
-            emit_events(lines)
+                rec["lag_s"] = round(lag.update(sf.time, n / max(time.perf_counter() - t_wall0, 1e-9)), 3)
+            out.frame(rec)
+            lines = events.push(sf.index, sf.time, r) if events is not None else []
+            out.events(lines)
             if on_frame is not None:
                 on_frame(sf.rgb, sf.index, sf.time, r, lines)
             n += 1
@@ -212,22 +248,17 @@ def score_source(detector, source, frames_out, *, fmt: str = "jsonl", events_out
     except BrokenPipeError:  # the reader of our output went away (e.g. `| head`): stop quietly
         interrupted = True
         warn("output closed by the reader: stopping")
-        if ev_out is frames_out:
-            ev_out = None
-        frames_out = None
+        out.reader_gone()
     finally:
         if hasattr(it, "close"):
             it.close()
         source.close()
-    if det is not None:
-        lines = det.close(last_index, last_time)
-        emit_events(lines)
+    if events is not None:
+        lines = events.close(last_index, last_time)
+        out.events(lines)
         if on_frame is not None and lines:
             on_frame(None, last_index, last_time, None, lines)
-    if frames_out is not None:
-        frames_out.flush()
+    out.flush()
     secs = time.perf_counter() - t_wall0
-    return ScoreSummary(source.name, n, source.skipped, source.reconnects, len(det.events) if det else 0, secs,
-                        n / secs if secs > 0 else 0.0, source.live, max_lag, interrupted, rescaled)
-
-
+    return ScoreSummary(source.name, n, source.skipped, source.reconnects, len(events.events) if events else 0, secs,
+                        n / secs if secs > 0 else 0.0, source.live, lag.max, interrupted, rescaled)

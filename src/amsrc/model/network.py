@@ -14,7 +14,8 @@ Shapes (S = cube size, a multiple of 8; C = image channels; w = cfg.widths):
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn

@@ -29,6 +29,7 @@ Steps:
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from amsrc.config import BoxConfig
@@ -147,13 +148,9 @@ class BoxDetector:
         return mask
 
     def _mask_diff(self, prev_gray, cur_gray, flow):
-        import cv2
-
         return (cv2.absdiff(prev_gray, cur_gray) > self.cfg.threshold).astype(np.uint8)
 
     def _mask_mog2(self, prev_gray, cur_gray, flow):
-        import cv2
-
         cfg = self.cfg
         if self._mog2 is None:
             self._mog2 = cv2.createBackgroundSubtractorMOG2(
@@ -183,8 +180,6 @@ class BoxDetector:
         return cap
 
     def __call__(self, prev_gray: np.ndarray, cur_gray: np.ndarray, flow: np.ndarray | None = None) -> np.ndarray:
-        import cv2
-
         check_gray_pair(prev_gray, cur_gray, who="boxes")
         cfg = self.cfg
         H, W = cur_gray.shape

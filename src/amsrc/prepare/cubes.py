@@ -14,10 +14,10 @@ frame, so an object's on-screen speed survives the crop (DESIGN.md, point 3).
 from __future__ import annotations
 
 import time
-
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
+import cv2
 import numpy as np
 
 from amsrc.config import PrepareConfig
@@ -66,7 +66,6 @@ def _appearance_plane(frame: np.ndarray, channels: int) -> np.ndarray:
     if channels == 1:
         if frame.ndim == 2:
             return frame
-        import cv2
 
         return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     if frame.ndim != 3 or frame.shape[2] != 3:
@@ -89,8 +88,6 @@ def crop_cubes(
     Returns appearance (K, 5, S, S, C) uint8 and flow (K, 4, S, S, 2) float16; flow values are not
     rescaled by the resize.
     """
-    import cv2
-
     _check_cfg(cfg)
     if len(frames) != T_APPEARANCE or len(flows) != T_FLOW:
         raise ValueError(f"crop_cubes needs {T_APPEARANCE} frames and {T_FLOW} flows, got {len(frames)} and {len(flows)}")
@@ -183,8 +180,6 @@ class CubeExtractor:
 
     def push(self, frame_rgb: np.ndarray) -> FrameObjects:
         """Frame t, (H, W, 3) uint8 RGB -> the objects of frame t (K = 0 for t < 4)."""
-        import cv2
-
         t = self.t
         t0 = time.perf_counter()
         if not isinstance(frame_rgb, np.ndarray) or frame_rgb.dtype != np.uint8 or frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3:

@@ -47,7 +47,7 @@ class SpeedStats:
     values: np.ndarray  # (Q,) float64 speed at each percentile, non-decreasing
 
     @classmethod
-    def from_speeds(cls, speeds: np.ndarray) -> "SpeedStats":
+    def from_speeds(cls, speeds: np.ndarray) -> SpeedStats:
         levels = np.array(list(range(0, 100)) + [99.5, 99.9, 100.0])
         s = np.asarray(speeds, np.float64)
         values = np.percentile(s, levels) if s.size else np.zeros(levels.size)
@@ -57,7 +57,7 @@ class SpeedStats:
         return {"levels": [float(v) for v in self.levels], "values": [float(v) for v in self.values]}
 
     @classmethod
-    def from_dict(cls, d) -> "SpeedStats":
+    def from_dict(cls, d) -> SpeedStats:
         return cls(np.asarray(d["levels"], np.float64), np.asarray(d["values"], np.float64))
 
     def percentile(self, speed: float) -> float:

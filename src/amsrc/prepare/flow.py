@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from amsrc.config import FlowConfig
@@ -40,8 +41,6 @@ def check_gray_pair(prev_gray: np.ndarray, cur_gray: np.ndarray, who: str = "flo
 def set_cv2_threads(threads: int) -> None:
     """Set OpenCV's thread count for this process (0 leaves OpenCV's own default)."""
     if threads > 0:
-        import cv2
-
         cv2.setNumThreads(int(threads))
 
 
@@ -63,8 +62,6 @@ class DISFlow(FlowEstimator):
     method = "dis"
 
     def __init__(self, preset: str):
-        import cv2
-
         code = {
             "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
             "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -89,8 +86,6 @@ class FarnebackFlow(FlowEstimator):
     method = "farneback"
 
     def _compute(self, prev_gray, cur_gray):
-        import cv2
-
         # OpenCV's commonly used settings: 3-level pyramid (scale 0.5), 15 px window, 3 iterations,
         # polynomial neighbourhood 5 with sigma 1.2.
         return cv2.calcOpticalFlowFarneback(prev_gray, cur_gray, None, 0.5, 3, 15, 3, 5, 1.2, 0)
@@ -100,8 +95,6 @@ class TVL1Flow(FlowEstimator):
     method = "tvl1"
 
     def __init__(self):
-        import cv2
-
         create = getattr(getattr(cv2, "optflow", None), "DualTVL1OpticalFlow_create", None)
         if create is None:
             raise ConfigError(

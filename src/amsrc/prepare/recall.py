@@ -7,6 +7,7 @@ by the union of the frame's boxes (a box that misses an object can never flag it
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 OBJECT_MIN_PX = 20  # a box holding at least this many anomalous mask pixels is an anomalous object (labels of cubes)
@@ -14,8 +15,6 @@ OBJECT_MIN_PX = 20  # a box holding at least this many anomalous mask pixels is 
 
 def anomalous_objects(mask: np.ndarray, min_px: int = 20) -> np.ndarray:
     """(M, 4) int32 bounding boxes x0, y0, x1, y1 (x1, y1 exclusive) of the mask's components >= min_px."""
-    import cv2
-
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"a mask must be (H, W), got shape {mask.shape}")

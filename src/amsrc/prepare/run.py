@@ -10,20 +10,29 @@ complete manifest.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing as mp
 import os
+import queue as queue_mod
 import time
 import traceback
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
 from amsrc.config import PrepareConfig
 from amsrc.data.index import Clip, DatasetIndex
+from amsrc.data.layouts import load_dataset
+from amsrc.data.readers import open_clip
 from amsrc.errors import AmsrcError, ConfigError, DataError
 from amsrc.prepare import store as st
 from amsrc.prepare.cubes import T_APPEARANCE, CubeExtractor
+from amsrc.prepare.recall import box_labels, box_recall_frame
 
 MIN_FRAMES = T_APPEARANCE  # a clip needs 5 frames for one cube
 _PROGRESS_EVERY = 16  # frames between progress messages from a worker
@@ -60,8 +69,6 @@ class _Job:
 
 def _recall_counts(clip: Clip, t: int, boxes: np.ndarray, frame_shape: tuple[int, int], acc: dict) -> np.ndarray:
     """Add frame t's box recall to ``acc``; return the (K,) object labels of its boxes."""
-    from amsrc.prepare.recall import box_labels, box_recall_frame
-
     mask = np.asarray(clip.masks.read(t))
     if mask.shape != frame_shape:
         raise DataError(
@@ -85,8 +92,6 @@ def _recall_counts(clip: Clip, t: int, boxes: np.ndarray, frame_shape: tuple[int
 
 def build_clip(job: _Job, progress: Callable[[int], None] | None = None) -> dict:
     """Build one clip's shard; returns its done.json record."""
-    from amsrc.data.readers import open_clip
-
     clip = job.clip
     st.remove_stale_temps(Path(job.out), job.split, clip.name)
     t0 = time.perf_counter()
@@ -143,7 +148,6 @@ _QUEUE = None
 def _worker_init(queue) -> None:
     global _QUEUE
     _QUEUE = queue
-    import cv2
 
     cv2.setNumThreads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -170,11 +174,6 @@ def _raise_worker_error(res: dict, job: _Job) -> None:
 def _run_parallel(jobs: list[_Job], workers: int, bar) -> None:
     """Build ``jobs`` in ``workers`` spawned processes. A worker that dies (killed, crashed, or a
     script without an ``if __name__ == "__main__":`` guard) fails the run instead of hanging it."""
-    import multiprocessing as mp
-    import queue as queue_mod
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
-
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
 
@@ -343,14 +342,10 @@ def prepare_dataset(
     preset_name: str = "default",
 ) -> PrepareReport:
     """Prepare every clip of every split of ``root`` into the cube store ``out``."""
-    from tqdm import tqdm
-
     t_start = time.perf_counter()
     if isinstance(root, DatasetIndex):
         index = root
     else:
-        from amsrc.data.layouts import load_dataset
-
         index = load_dataset(Path(root))
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")

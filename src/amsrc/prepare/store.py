@@ -430,7 +430,7 @@ class CubeStore:
         self.preset: str = manifest.get("preset", "")
 
     @classmethod
-    def open(cls, root: str | Path) -> "CubeStore":
+    def open(cls, root: str | Path) -> CubeStore:
         """Open a store; DataError if it is missing, incomplete, or a shard is missing/truncated."""
         root = Path(root)
         path = root / MANIFEST

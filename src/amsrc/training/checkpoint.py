@@ -59,7 +59,7 @@ class Threshold:
                 "false_alarms_per_hour": None if self.false_alarms_per_hour is None else float(self.false_alarms_per_hour)}
 
     @classmethod
-    def from_dict(cls, d: Any, source: Any = None) -> "Threshold":
+    def from_dict(cls, d: Any, source: Any = None) -> Threshold:
         try:
             value, low = float(d["value"]), float(d["low"])
             fa = d.get("false_alarms_per_hour")
@@ -85,7 +85,7 @@ class FootageInfo:
                 "speed_stats": None if self.speed_stats is None else self.speed_stats.to_dict()}
 
     @classmethod
-    def from_dict(cls, d: Any, source: Any = None) -> "FootageInfo":
+    def from_dict(cls, d: Any, source: Any = None) -> FootageInfo:
         try:
             fs, fps, sp = d.get("frame_size"), d.get("fps"), d.get("speed_stats")
             return cls(None if fs is None else (int(fs[0]), int(fs[1])), None if fps is None else float(fps),
@@ -110,7 +110,7 @@ class Checkpoint:
     format_version: int = FORMAT_VERSION
 
     @classmethod
-    def of(cls, model: torch.nn.Module, preset: Preset, train_stats: TrainStats, **kw) -> "Checkpoint":
+    def of(cls, model: torch.nn.Module, preset: Preset, train_stats: TrainStats, **kw) -> Checkpoint:
         return cls(cpu_state(model), preset, train_stats, **kw)
 
     def build_model(self, device: str = "cpu", source: Any = None) -> torch.nn.Module:
@@ -139,7 +139,7 @@ class Checkpoint:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Checkpoint":
+    def load(cls, path: str | Path) -> Checkpoint:
         """Read a final model file; DataError naming the file for anything else."""
         path = Path(path)
         state = _torch_load(path, "an amsrc checkpoint")

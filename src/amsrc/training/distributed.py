@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 
 @dataclass
@@ -31,7 +32,6 @@ def init_dist(device: str) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
-    import torch.distributed as dist
 
     owns = False
     if not dist.is_initialized():
@@ -45,8 +45,6 @@ def all_sum(values: list[float], d: Dist, dev: torch.device) -> np.ndarray:
     """Sum a few float64 numbers over all processes."""
     t = torch.tensor(values, dtype=torch.float64)
     if d.world > 1:
-        import torch.distributed as dist
-
         t = t.to(dev)
         dist.all_reduce(t)
     return t.cpu().numpy()
@@ -55,8 +53,6 @@ def all_sum(values: list[float], d: Dist, dev: torch.device) -> np.ndarray:
 def broadcast_buffers(model: torch.nn.Module, d: Dist) -> None:
     """BatchNorm running statistics are per process: every process takes rank 0's (the saved model)."""
     if d.world > 1:
-        import torch.distributed as dist
-
         for buf in model.buffers():
             dist.broadcast(buf.data, src=0)
 
@@ -64,8 +60,6 @@ def broadcast_buffers(model: torch.nn.Module, d: Dist) -> None:
 def finish(d: Dist) -> None:
     """Wait for every process; tear the group down if :func:`init_dist` made it."""
     if d.world > 1:
-        import torch.distributed as dist
-
         dist.barrier()
         if d.owns_group:
             dist.destroy_process_group()

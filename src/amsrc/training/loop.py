@@ -33,6 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import StepLR
+from tqdm import tqdm
 
 from amsrc.config import Preset
 from amsrc.errors import ConfigError, DataError
@@ -126,8 +129,6 @@ def train_model(data, preset: Preset, out_dir: Path, resume: bool = False, devic
     ``resume``: continue from out_dir/last.pt when it exists (same settings and data required; the
     epoch count may be raised to train further); otherwise start afresh.
     """
-    from torch.optim.lr_scheduler import StepLR
-
     tc, mc = preset.train, preset.model
     out_dir = Path(out_dir)
     cubes = CubeSet(data, channels=preset.prepare.channels, cube_size=preset.prepare.cube_size)
@@ -154,27 +155,11 @@ def train_model(data, preset: Preset, out_dir: Path, resume: bool = False, devic
     scheduler = StepLR(optimizer, step_size=tc.lr_step, gamma=tc.lr_decay)
 
     last_path, log_path, model_path = out_dir / "last.pt", out_dir / "train_log.csv", out_dir / "model.pt"
-    start = 0
-    if resume and last_path.exists():
-        state = load_state(last_path)
-        changed = [k for k in _config_diff(state["config"], preset.to_dict()) if k not in _RESUME_MAY_CHANGE]
-        if changed:
-            raise ConfigError(f"{last_path}: cannot resume, settings differ from the interrupted run: {', '.join(changed)}")
-        if state["n_cubes"] != n:
-            raise DataError(last_path, f"the interrupted run trained on {state['n_cubes']} cubes, the data now has {n}")
-        if state["epoch"] > tc.epochs:
-            raise ConfigError(f"{last_path}: already trained {state['epoch']} epochs, more than train.epochs={tc.epochs}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        start = int(state["epoch"])
+    start = _resume(last_path, preset, n, model, optimizer, scheduler) if resume and last_path.exists() else 0
     rows = _read_log(log_path, start) if start > 0 else []
 
     net = model
     if d.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
         net = DistributedDataParallel(model, device_ids=[d.local_rank] if dev.type == "cuda" else None,
                                       gradient_as_bucket_view=True)
     weights = decay_weights(model)
@@ -185,27 +170,9 @@ def train_model(data, preset: Preset, out_dir: Path, resume: bool = False, devic
         t0 = time.perf_counter()
         order = np.random.default_rng([tc.seed, epoch]).permutation(n)
         mine = np.resize(order, per_rank * d.world)[d.rank :: d.world]  # padded like DistributedSampler
-        steps = math.ceil(len(mine) / per_rank_batch)
         lr = optimizer.param_groups[0]["lr"]
-        sums = np.zeros(6)  # total, intensity, gradient, consistency, weight_decay, cubes
-        model.train()
-        bar = _bar(steps, f"epoch {epoch + 1}/{tc.epochs}", progress and d.main)
-        for s in range(steps):
-            idx = np.sort(mine[s * per_rank_batch : (s + 1) * per_rank_batch])
-            app_in, target, flow_in = to_tensors(*cubes.gather(idx), mc.flow_scale, channels_last=mc.channels_last)
-            app_in, target, flow_in = (t.to(dev, non_blocking=True) for t in (app_in, target, flow_in))
-            terms = amsrc_loss(net(app_in, flow_in), target, tc, weights)
-            optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
-            optimizer.step()
-            sums += np.append(torch.stack(terms).detach().double().cpu().numpy() * len(idx), len(idx))
-            if bar is not None:
-                m = sums[:5] / sums[5]
-                bar.set_postfix({"loss": f"{m[0]:.4f}", "int": f"{m[1]:.4f}", "grad": f"{m[2]:.4f}",
-                                 "cons": f"{m[3]:.4f}", "wd": f"{m[4]:.1f}"}, refresh=False)
-                bar.update()
-        if bar is not None:
-            bar.close()
+        bar = _bar(math.ceil(len(mine) / per_rank_batch), f"epoch {epoch + 1}/{tc.epochs}", progress and d.main)
+        sums = _epoch(net, model, optimizer, cubes, mine, per_rank_batch, preset, weights, dev, bar)
         scheduler.step()
         sums = all_sum(list(sums), d, dev)
         seconds = time.perf_counter() - t0
@@ -231,10 +198,55 @@ def train_model(data, preset: Preset, out_dir: Path, resume: bool = False, devic
     return model_path
 
 
+def _resume(last_path: Path, preset: Preset, n: int, model, optimizer, scheduler) -> int:
+    """Load the interrupted run's state from ``last_path`` into model, optimizer, scheduler and torch's
+    RNG after checking it is the same run; return the number of epochs it had finished."""
+    state = load_state(last_path)
+    changed = [k for k in _config_diff(state["config"], preset.to_dict()) if k not in _RESUME_MAY_CHANGE]
+    if changed:
+        raise ConfigError(f"{last_path}: cannot resume, settings differ from the interrupted run: {', '.join(changed)}")
+    if state["n_cubes"] != n:
+        raise DataError(last_path, f"the interrupted run trained on {state['n_cubes']} cubes, the data now has {n}")
+    if state["epoch"] > preset.train.epochs:
+        raise ConfigError(f"{last_path}: already trained {state['epoch']} epochs, more than "
+                          f"train.epochs={preset.train.epochs}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    return int(state["epoch"])
+
+
+def _epoch(net, model, optimizer, cubes: CubeSet, mine: np.ndarray, batch: int, preset: Preset, weights,
+           dev: torch.device, bar) -> np.ndarray:
+    """One pass over this process's cube indices ``mine`` in batches of ``batch`` (sorted within a
+    batch, for memory-mapped reads). Returns the sums (6,): loss terms (total, intensity, gradient,
+    consistency, weight_decay) weighted by batch size, and the number of cubes."""
+    tc, mc = preset.train, preset.model
+    sums = np.zeros(6)
+    model.train()
+    for s in range(math.ceil(len(mine) / batch)):
+        idx = np.sort(mine[s * batch : (s + 1) * batch])
+        app_in, target, flow_in = to_tensors(*cubes.gather(idx), mc.flow_scale, channels_last=mc.channels_last)
+        app_in, target, flow_in = (t.to(dev, non_blocking=True) for t in (app_in, target, flow_in))
+        terms = amsrc_loss(net(app_in, flow_in), target, tc, weights)
+        optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        optimizer.step()
+        sums += np.append(torch.stack(terms).detach().double().cpu().numpy() * len(idx), len(idx))
+        if bar is not None:
+            m = sums[:5] / sums[5]
+            bar.set_postfix({"loss": f"{m[0]:.4f}", "int": f"{m[1]:.4f}", "grad": f"{m[2]:.4f}",
+                             "cons": f"{m[3]:.4f}", "wd": f"{m[4]:.1f}"}, refresh=False)
+            bar.update()
+    if bar is not None:
+        bar.close()
+    return sums
+
+
 def _bar(total: int, desc: str, enabled: bool):
     if not enabled:
         return None
-    from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 

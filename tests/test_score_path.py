@@ -1,0 +1,164 @@
+"""One scoring path: the same cubes give the same scores through every entry point, and one
+checkpoint file carries everything a fitted model learned."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from amsrc.config import ModelConfig, get_preset
+from amsrc.data.index import DatasetIndex
+from amsrc.data.layouts import frame_folder_clip
+from amsrc.data.sources import open_source
+from amsrc.detector import AMSRC
+from amsrc.errors import DataError
+from amsrc.eval.evaluate import cue_clips
+from amsrc.live.run import score_source
+from amsrc.live.stream import StreamScorer
+from amsrc.model.network import build_model
+from amsrc.prepare.features import SpeedStats
+from amsrc.prepare.run import prepare_dataset
+from amsrc.prepare.store import CubeStore
+from amsrc.scoring import TrainStats, zscore
+from amsrc.training.checkpoint import FORMAT_VERSION, Checkpoint, FootageInfo, Threshold
+
+H, W, N = 60, 80, 30
+# Frame-by-frame scoring runs each frame's objects as one batch, the store as batches of 512:
+# torch's CPU kernels round differently per batch size (see live/stream.py), hence a tolerance.
+BATCH_ATOL = 1e-4
+
+
+def _frames() -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    bg = rng.integers(70, 110, (H, W), dtype=np.uint8).astype(np.int16)
+    out = []
+    for t in range(N):
+        f = bg.copy()
+        x = (4 + 3 * t) % (W - 12)
+        f[18:38, x:x + 10] = 225
+        f[40:52, (60 - 2 * t) % (W - 8):(60 - 2 * t) % (W - 8) + 6] = 20
+        out.append(np.repeat(np.clip(f, 0, 255).astype(np.uint8)[..., None], 3, 2))
+    return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("path")
+    torch.manual_seed(0)
+    p = get_preset("default")
+    p.model.widths = ModelConfig.WIDTH_PRESETS["tiny"]
+    p.score.w_f, p.score.w_p = 0.5, 0.5
+    p.score.smoothing, p.score.gaussian_sigma, p.score.causal = "gaussian", 2.0, True
+    p.prepare.boxes.min_area = 10
+    model = build_model(p.model, p.prepare.channels, p.prepare.cube_size)
+    ck = Checkpoint.of(model, p, TrainStats(0.5, 0.2, 30.0, 10.0), epoch=3,
+                       threshold=Threshold(0.7, 0.4, "a test threshold", 1.5),
+                       footage=FootageInfo((H, W), 10.0, SpeedStats.from_speeds(np.linspace(0, 4, 50))),
+                       extras={"fit_sources": ["somewhere"]})
+    ck.save(d / "model.pt")
+    folder = d / "frames"
+    folder.mkdir()
+    frames = _frames()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    det = AMSRC.load(d / "model.pt")
+    idx = DatasetIndex(root=folder, layout="folder", splits={"testing": (frame_folder_clip(folder, "testing", name="c"),)})
+    prepare_dataset(idx, det.preset_.prepare, d / "cubes", progress=False)
+    store = CubeStore.open(d / "cubes")
+    return {"dir": d, "det": det, "store": store, "clip": store.load("testing", "c"), "frames": frames, "folder": folder}
+
+
+def test_estimator_stream_loop_and_cue_rows_agree(setup):
+    det, clip = setup["det"], setup["clip"]
+    est = det.score_clip(clip)  # what evaluate, fit's threshold and the benchmarks score
+    assert clip.n_cubes > N - 4 and np.diff(clip.offsets).max() >= 2  # frames with several objects
+    # live scorer, frame by frame: same frame scores, same object scores in the same order
+    scorer = StreamScorer(det)
+    live = [scorer.push(f) for f in setup["frames"]]
+    np.testing.assert_allclose([r.raw for r in live], est.frame_raw, rtol=0, atol=BATCH_ATOL)
+    np.testing.assert_allclose([r.score for r in live], est.frame, rtol=0, atol=BATCH_ATOL)
+    np.testing.assert_allclose(np.concatenate([r.object_scores for r in live]), est.objects, rtol=0, atol=BATCH_ATOL)
+    assert all(r.raw == det.empty_score_ for r in live[:4])
+    # the `amsrc score` loop on the frame folder writes exactly the live scorer's numbers
+    out = io.StringIO()
+    score_source(det, open_source(str(setup["folder"]), fps=10.0), out, warn=lambda m: None)
+    lines = [json.loads(s) for s in out.getvalue().splitlines()]
+    frames = [r for r in lines if r["type"] == "frame"]
+    assert [r["raw"] for r in frames] == [r.raw for r in live]
+    assert [r["score"] for r in frames] == [r.score for r in live]
+    # the cue rows of evaluate are z(S_f), z(S_p) of the same objects, through the same frame max
+    cues = cue_clips(det, [est])
+    st = det.train_stats_
+    np.testing.assert_allclose(cues["S_p"][0].objects, zscore(est.s_p, st.s_p_mean, st.s_p_std))
+    np.testing.assert_allclose(cues["S_f"][0].objects, zscore(est.s_f, st.s_f_mean, st.s_f_std))
+    k = clip.offsets
+    t = int(np.argmax(np.diff(k)))
+    assert cues["S_p"][0].frame_raw[t] == cues["S_p"][0].objects[k[t]:k[t + 1]].max()
+
+
+def test_predictions_come_from_the_scoring_pass(setup):
+    det, clip = setup["det"], setup["clip"]
+    comb, s_f, s_p = det.score_cubes(clip.appearance, clip.flow)
+    pred = det.predict_cubes(clip.appearance, clip.flow)
+    np.testing.assert_array_equal(pred.s_f, s_f)
+    np.testing.assert_array_equal(pred.s_p, s_p)
+    # S_p is the squared error of the returned prediction against the returned target
+    np.testing.assert_allclose(((pred.pred - pred.target) ** 2).reshape(len(s_p), -1).sum(1), s_p, rtol=1e-5)
+
+
+def test_onnx_check_on_stored_cubes(setup, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from amsrc.export import check_onnx, export_onnx
+
+    onnx = export_onnx(setup["dir"] / "model.pt", tmp_path / "m.onnx")
+    clip = setup["clip"]
+    res = check_onnx(onnx, setup["dir"] / "model.pt", clip.appearance, clip.flow, batch_sizes=(1, clip.n_cubes))
+    assert res.ok, res.format()
+
+
+def test_checkpoint_carries_threshold_footage_and_extras(setup, tmp_path):
+    det = setup["det"]
+    assert det.threshold_ == Threshold(0.7, 0.4, "a test threshold", 1.5)
+    assert det.footage_.frame_size == (H, W) and det.footage_.fps == 10.0
+    assert det.footage_.speed_stats.percentile(2.0) == pytest.approx(50.0, abs=1.5)
+    assert det.extras_ == {"fit_sources": ["somewhere"]} and det.epoch_ == 3
+    # save -> load keeps all of it, and the scores
+    det.save(tmp_path / "again.pt")
+    again = AMSRC.load(tmp_path / "again.pt")
+    assert again.threshold_ == det.threshold_ and again.footage_.frame_size == det.footage_.frame_size
+    np.testing.assert_array_equal(again.footage_.speed_stats.values, det.footage_.speed_stats.values)
+    np.testing.assert_array_equal(again.score_clip(setup["clip"]).frame_raw, det.score_clip(setup["clip"]).frame_raw)
+    state = torch.load(tmp_path / "again.pt", weights_only=True)
+    assert state["format"] == "amsrc-model" and state["format_version"] == FORMAT_VERSION
+
+
+def test_checkpoint_formats_old_and_new(setup, tmp_path):
+    state = torch.load(setup["dir"] / "model.pt", weights_only=True)
+    # format 1 (the first build): no format_version, what `fit` learned at the top level
+    v1 = {k: state[k] for k in ("format", "model", "config", "train_stats", "version", "epoch")}
+    v1.update(threshold=0.7, threshold_low=0.4, threshold_rule="old rule", frame_size=[H, W], fps=None,
+              speed_stats=state["footage"]["speed_stats"], false_alarms_per_hour=2.0, fit_sources=["x"])
+    torch.save(v1, tmp_path / "v1.pt")
+    old = AMSRC.load(tmp_path / "v1.pt")
+    assert old.threshold_ == Threshold(0.7, 0.4, "old rule", 2.0)
+    assert old.footage_.frame_size == (H, W) and old.footage_.fps is None and old.extras_ == {"fit_sources": ["x"]}
+    np.testing.assert_array_equal(old.score_clip(setup["clip"]).frame_raw,
+                                  setup["det"].score_clip(setup["clip"]).frame_raw)
+    # a model from `amsrc train` (format 1, nothing fitted): no threshold, no footage
+    torch.save({k: state[k] for k in ("model", "config", "train_stats", "version")}, tmp_path / "plain.pt")
+    plain = AMSRC.load(tmp_path / "plain.pt")
+    assert plain.threshold_ is None and plain.footage_ is None
+    # a newer format is refused with the way out
+    torch.save({**state, "format_version": FORMAT_VERSION + 1}, tmp_path / "new.pt")
+    with pytest.raises(DataError, match=rf"new.pt.*format {FORMAT_VERSION + 1}.*upgrade amsrc"):
+        AMSRC.load(tmp_path / "new.pt")
+    # a broken threshold is named
+    torch.save({**state, "threshold": {"value": float("nan"), "low": 0.0}}, tmp_path / "nan.pt")
+    with pytest.raises(DataError, match="threshold is not finite"):
+        AMSRC.load(tmp_path / "nan.pt")
