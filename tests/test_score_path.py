@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from amsrc.config import ModelConfig, get_preset
 from amsrc.data.index import DatasetIndex
 from amsrc.data.layouts import frame_folder_clip
 from amsrc.data.sources import open_source
@@ -20,12 +19,12 @@ from amsrc.errors import DataError
 from amsrc.eval.evaluate import cue_clips
 from amsrc.live.run import score_source
 from amsrc.live.stream import StreamScorer
-from amsrc.model.network import build_model
 from amsrc.prepare.features import SpeedStats
 from amsrc.prepare.run import prepare_dataset
 from amsrc.prepare.store import CubeStore
-from amsrc.scoring import TrainStats, zscore
+from amsrc.scoring import zscore
 from amsrc.training.checkpoint import FORMAT_VERSION, Checkpoint, FootageInfo, Threshold
+from helpers_model import tiny_detector
 
 H, W, N = 60, 80, 30
 # Frame-by-frame scoring runs each frame's objects as one batch, the store as batches of 512:
@@ -48,16 +47,9 @@ def _frames() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("path")
-    torch.manual_seed(0)
-    p = get_preset("default")
-    p.model.widths = ModelConfig.WIDTH_PRESETS["tiny"]
-    p.score.w_f, p.score.w_p = 0.5, 0.5
-    p.score.smoothing, p.score.gaussian_sigma, p.score.causal = "gaussian", 2.0, True
-    p.prepare.boxes.min_area = 10
-    model = build_model(p.model, p.prepare.channels, p.prepare.cube_size)
-    ck = Checkpoint.of(model, p, TrainStats(0.5, 0.2, 30.0, 10.0), epoch=3,
+    tiny = tiny_detector()
+    ck = Checkpoint.of(tiny.model_, tiny.preset_, tiny.train_stats_, epoch=3,
                        threshold=Threshold(0.7, 0.4, "a test threshold", 1.5),
                        footage=FootageInfo((H, W), 10.0, SpeedStats.from_speeds(np.linspace(0, 4, 50))),
                        extras={"fit_sources": ["somewhere"]})

@@ -8,27 +8,7 @@ import json
 import numpy as np
 import pytest
 
-
-def _detector():
-    import torch
-
-    from amsrc.config import ModelConfig, get_preset
-    from amsrc.detector import AMSRC
-    from amsrc.model.network import build_model
-    from amsrc.scoring import TrainStats
-
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    p = get_preset("default")
-    p.model.widths = ModelConfig.WIDTH_PRESETS["tiny"]
-    p.score.w_f, p.score.w_p = 0.5, 0.5
-    p.score.smoothing, p.score.gaussian_sigma, p.score.causal = "gaussian", 2.0, True
-    p.prepare.boxes.min_area = 10
-    det = AMSRC(preset=p)
-    det.model_ = build_model(p.model, p.prepare.channels, p.prepare.cube_size).eval()
-    det.preset_ = p
-    det.train_stats_ = TrainStats(0.5, 0.2, 30.0, 10.0)
-    return det
+from helpers_model import tiny_detector
 
 
 def _frames(n=24, h=60, w=80):
@@ -45,7 +25,7 @@ def _frames(n=24, h=60, w=80):
 
 @pytest.fixture(scope="module")
 def det():
-    return _detector()
+    return tiny_detector()
 
 
 def test_reset_restart_and_first_frames(det):
@@ -194,7 +174,7 @@ def test_url_source_over_http_equals_file(tmp_path):
 # ---------------------------------------------------------------- encoder-only scoring, throughput mode
 def _detector_wp0(variant="amsrc", standardise=False):
     """A tiny untrained detector whose score does not use the prediction (w_p = 0, like Ped2)."""
-    det = _detector()
+    det = tiny_detector()
     p = det.preset_
     p.model.variant, p.model.standardise = variant, standardise
     p.score.w_f, p.score.w_p = 1.0, 0.0
@@ -264,9 +244,9 @@ def test_scores_without_decoder_equal_with_w_p_zero():
     np.testing.assert_array_equal(f1, f2)
     assert np.isnan(p2).all() and (p1 > 0).all()
     with pytest.raises(ConfigError, match="w_p"):
-        StreamScorer(_detector(), need_pred=False)  # w_p = 0.5 needs the decoder
+        StreamScorer(tiny_detector(), need_pred=False)  # w_p = 0.5 needs the decoder
     with pytest.raises(ConfigError, match="w_p"):
-        _detector().score_cubes(got.appearance, got.flow, need_pred=False)
+        tiny_detector().score_cubes(got.appearance, got.flow, need_pred=False)
 
 
 def test_explanation_without_s_p_names_no_appearance_cue():
@@ -291,7 +271,7 @@ def _fields(r):
 def test_throughput_mode_equals_push(w_p):
     from amsrc.live.stream import StreamScorer
 
-    det = _detector_wp0() if w_p == 0 else _detector()
+    det = _detector_wp0() if w_p == 0 else tiny_detector()
     frames = _multi_object_frames()
     live = StreamScorer(det, threshold=0.0)
     ref = [live.push(f) for f in frames]
@@ -341,7 +321,7 @@ def test_score_source_throughput_equals_live_with_restarts():
 
 
 def test_score_cubes_with_inputs_made_ahead():
-    det = _detector()
+    det = tiny_detector()
     from amsrc.live.stream import StreamScorer
 
     ex = StreamScorer(det).extractor

@@ -28,6 +28,7 @@ import numpy as np
 
 from amsrc.config import ScoreConfig
 from amsrc.errors import ConfigError
+from amsrc.prepare.features import CHUNK
 from amsrc.scoring import clip_scores, zscore
 
 FeatureFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (appearance, flow) -> (N,) or (N, D) float
@@ -42,7 +43,6 @@ class Baseline:
 
 
 _BASELINES: dict[str, Baseline] = {}
-CHUNK = 4096  # cubes read from a memory-mapped store at a time
 GMM_COMPONENTS = 8  # components of the velocity-gmm mixture
 
 

@@ -1,0 +1,27 @@
+"""A tiny untrained detector for scoring tests: no fitting, fixed weights and training statistics."""
+
+from __future__ import annotations
+
+import torch
+
+from amsrc.config import ModelConfig, get_preset
+from amsrc.detector import AMSRC
+from amsrc.model.network import build_model
+from amsrc.scoring import TrainStats
+
+
+def tiny_detector() -> AMSRC:
+    """Tiny widths, seed 0, both cues (w_f = w_p = 0.5), causal Gaussian smoothing (sigma 2), small
+    boxes kept (min area 10); training statistics S_f 0.5 +- 0.2, S_p 30 +- 10."""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    p = get_preset("default")
+    p.model.widths = ModelConfig.WIDTH_PRESETS["tiny"]
+    p.score.w_f, p.score.w_p = 0.5, 0.5
+    p.score.smoothing, p.score.gaussian_sigma, p.score.causal = "gaussian", 2.0, True
+    p.prepare.boxes.min_area = 10
+    det = AMSRC(preset=p)
+    det.model_ = build_model(p.model, p.prepare.channels, p.prepare.cube_size).eval()
+    det.preset_ = p
+    det.train_stats_ = TrainStats(0.5, 0.2, 30.0, 10.0)
+    return det
