@@ -3,6 +3,7 @@
     python benchmarks/box_quality.py [ROOT] [--preset ped2] [--threads 1]
     python benchmarks/box_quality.py ROOT --fit-perspective     # the size model's numbers, from training
     python benchmarks/box_quality.py ROOT --flow-table          # flow methods: error vs speed
+    python benchmarks/box_quality.py --sources --val VAL --out runs/boxes   # box sources, val then test
 
 Default run: streams every clip of every split through the preset's flow and box detector (the
 same calls as ``CubeExtractor.push``) and prints, per split, boxes per frame, box area median /
@@ -15,6 +16,15 @@ previous frame, so no boxes; recall is given over frames t >= 1 and over all fra
 split only: boxes with cutting off and no margin, kept when isolated (no other box within 10 px)
 and upright (0.3 <= w/h <= 0.75, a single walker); a median (quantile 0.5) linear regression of
 box height on the box's bottom row gives ``height = slope * (row - horizon)``.
+
+``--sources`` compares box sources (``SOURCES``: the preset's boxes with a few fields replaced). Each
+is prepared (2 workers) on the injected validation set ``--val`` (`amsrc data inject ROOT --holdout 4
+--seed 0 --fps 10`) and on ROOT; per set it reports the box recall of the labelled objects, boxes per
+frame, prepare frames/s, the ``velocity`` and ``copy-last`` baselines (frame micro AUROC raw, and with a
+Gaussian of sigma 3 with the first 4 frames of each clip left out) and, on the validation set only,
+the coverage of the moving pixels of its NORMAL frames (|I_t - I_t-1| > 18 after a 2x2 opening: the
+share inside a box), a recall with no labels. The validation columns are what chooses; ROOT's test
+columns are read to report.
 
 ``--flow-table`` compares flow methods: endpoint error (EPE, px) on textured patches of two sizes
 moving at six known speeds over a real background frame, and the warp error on real pairs (grey
@@ -48,13 +58,20 @@ def _iter_grey(clip):
         yield _grey(frame)
 
 
+def _background(index, cfg):
+    """Box method "bg": the background learned from the training split, as `amsrc prepare` learns it."""
+    from amsrc.prepare.background import learn_background, needs_background
+
+    return learn_background(index.clips("training"), cfg.bg_frames) if needs_background(cfg) else None
+
+
 def run_boxes(index, preset, splits, max_clips=None) -> dict:
     from amsrc.prepare.boxes import make_box_detector
     from amsrc.prepare.flow import make_flow
     from amsrc.prepare.recall import box_recall_frame
 
     flow = make_flow(preset.prepare.flow)
-    det = make_box_detector(preset.prepare.boxes)
+    det = make_box_detector(preset.prepare.boxes, _background(index, preset.prepare.boxes))
     out = {}
     for split in splits:
         clips = index.clips(split)[:max_clips]
@@ -121,7 +138,7 @@ def fit_perspective(index, preset) -> dict:
     from amsrc.prepare.boxes import make_box_detector
 
     cfg = dataclasses.replace(preset.prepare.boxes, split_horizon=None, margin=0)
-    det = make_box_detector(cfg)
+    det = make_box_detector(cfg, _background(index, cfg))
     heights, rows = [], []
     frame_h = None
     for clip in index.clips("training"):
@@ -234,6 +251,87 @@ def flow_table(index, n_pairs=60, tvl1=True) -> list[dict]:
     return rows
 
 
+SOURCES = {  # name -> BoxConfig fields replaced in the preset's boxes
+    "diff 3x9 (before)": {"method": "diff", "close_w": 3, "close_h": 9, "edge_min_side": 16},
+    "bg 1x5": {"method": "bg", "close_w": 1, "close_h": 5, "edge_min_side": 16},
+    "bg 3x9": {"method": "bg", "close_w": 3, "close_h": 9, "edge_min_side": 16},
+    "bg 1x5, edges kept": {"method": "bg", "close_w": 1, "close_h": 5, "edge_min_side": 0},
+    "bg 3x9, edges kept": {"method": "bg", "close_w": 3, "close_h": 9, "edge_min_side": 0},
+    "bg+diff 3x9": {"method": "bg+diff", "close_w": 3, "close_h": 9, "edge_min_side": 16},
+    "bg+diff 3x9, edges kept": {"method": "bg+diff", "close_w": 3, "close_h": 9, "edge_min_side": 0},
+}
+
+
+def _motion_coverage(store, index, split: str = "testing") -> float:
+    """Share of the moving pixels of the unlabelled-normal frames of ``split`` that lie in a box."""
+    import cv2
+
+    inside_n = moving_n = 0
+    kernel = np.ones((2, 2), np.uint8)
+    for clip in index.clips(split):
+        c = store.load(split, clip.name)
+        prev = None
+        for t, grey in enumerate(_iter_grey(clip)):
+            if prev is not None and not c.labels[t]:
+                m = cv2.morphologyEx((cv2.absdiff(prev, grey) > 18).astype(np.uint8), cv2.MORPH_OPEN, kernel) > 0
+                inside = np.zeros_like(m)
+                for x0, y0, x1, y1 in np.asarray(c.boxes[c.offsets[t]:c.offsets[t + 1]]):
+                    inside[y0:y1, x0:x1] = True
+                inside_n += int((m & inside).sum())
+                moving_n += int(m.sum())
+            prev = grey
+    return inside_n / max(moving_n, 1)
+
+
+def _source_row(root: Path, preset, out: Path, coverage: bool) -> dict:
+    from scipy.ndimage import gaussian_filter1d
+    from sklearn.metrics import roc_auc_score
+
+    from amsrc.config import ScoreConfig
+    from amsrc.data.layouts import load_dataset
+    from amsrc.eval.baselines import BaselineScorer
+    from amsrc.prepare.run import prepare_dataset
+    from amsrc.prepare.store import CubeStore
+
+    index = load_dataset(root)
+    rep = prepare_dataset(index, preset.prepare, out, workers=2, progress=False, preset_name=preset.name)
+    store = CubeStore.open(out)
+    rec = rep.recall or {}
+    row = {"recall": rec.get("found", 0) / max(rec.get("objects", 0), 1), "objects": rec.get("objects", 0),
+           "frames_per_s": rep.frames_built / max(rep.build_seconds, 1e-9)}
+    n_cubes = sum(store.load("testing", c).n_cubes for c in store.clips("testing"))
+    row["boxes_per_frame"] = n_cubes / sum(store.load("testing", c).n_frames for c in store.clips("testing"))
+    cfg = ScoreConfig(smoothing="gaussian", gaussian_sigma=3.0)
+    for name in ("velocity", "copy-last"):
+        clips = BaselineScorer(name, cfg).fit(store).score_store(store, "testing")
+        sm = [gaussian_filter1d(c.frame_raw.astype(np.float64), 3.0, mode="nearest") for c in clips]
+        row[name] = {"raw": roc_auc_score(np.concatenate([c.labels for c in clips]), np.concatenate([c.frame_raw for c in clips])),
+                     "smoothed_drop4": roc_auc_score(np.concatenate([c.labels[4:] for c in clips]),
+                                                     np.concatenate([v[4:] for v in sm]))}
+    if coverage:
+        row["motion_coverage"] = _motion_coverage(store, index)
+    return row
+
+
+def compare_sources(root: Path, val: Path, preset_name: str, out: Path) -> dict:
+    from amsrc.config import get_preset
+
+    rows = {}
+    for name, fields in SOURCES.items():
+        preset = get_preset(preset_name)
+        for k, v in fields.items():
+            setattr(preset.prepare.boxes, k, v)
+        rows[name] = {"fields": fields, "val": _source_row(val, preset, out / "val", True),
+                      "test": _source_row(root, preset, out / "test", False)}
+        r = rows[name]
+        print(f"| {name} | {r['val']['recall']:.3f} | {r['val']['motion_coverage']:.3f} | "
+              f"{100 * r['val']['velocity']['smoothed_drop4']:.1f} | {100 * r['val']['copy-last']['smoothed_drop4']:.1f} | "
+              f"{r['test']['recall']:.4f} | {r['test']['boxes_per_frame']:.2f} | {r['test']['frames_per_s']:.0f} | "
+              f"{100 * r['test']['velocity']['raw']:.1f} | {100 * r['test']['velocity']['smoothed_drop4']:.1f} | "
+              f"{100 * r['test']['copy-last']['smoothed_drop4']:.1f} |", flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("root", nargs="?", default=str(DEFAULT_ROOT), help="dataset root (default: ../shared/data/ped2)")
@@ -245,7 +343,22 @@ def main(argv=None) -> int:
     ap.add_argument("--flow-table", action="store_true")
     ap.add_argument("--no-tvl1", action="store_true", help="skip TV-L1 in --flow-table (about 1 s per pair)")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    ap.add_argument("--sources", action="store_true", help="compare the box sources of SOURCES (needs --val)")
+    ap.add_argument("--val", default=None, help="with --sources: an injected validation set (amsrc data inject)")
+    ap.add_argument("--out", default="runs/boxes", help="with --sources: where the cube stores go (reused)")
     args = ap.parse_args(argv)
+    if args.sources:
+        if not args.val:
+            ap.error("--sources needs --val (an injected validation set)")
+        print("| source | val recall | val motion coverage | val velocity | val copy-last | test recall | "
+              "test boxes/frame | prepare frames/s | test velocity raw | test velocity | test copy-last |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        rows = compare_sources(Path(args.root), Path(args.val), args.preset, Path(args.out))
+        if args.json:
+            from amsrc.utils import write_json_atomic
+
+            write_json_atomic(args.json, {"sources": rows})
+        return 0
 
     import cv2
 

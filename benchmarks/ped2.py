@@ -240,7 +240,7 @@ def threshold_check(val_dir: Path, data: Path, variant: str, workers: int) -> di
     det = AMSRC.load(val_dir / f"train_{variant}" / "model.pt")
     det.preset_.score.causal = True  # as amsrc fit and live scoring smooth
     prepare_dataset(idx, det.preset_.prepare, val_dir / "normal_cubes", workers=workers, progress=False,
-                    preset_name=det.preset_.name)
+                    preset_name=det.preset_.name, background=det.background_)
     store = CubeStore.open(val_dir / "normal_cubes")
     thr = learn_threshold(det, store, "holdout", f"normal clips {', '.join(c.name for c in held[:k])}", PED2_FPS)
     frames, above, events = alarms(frame_scores_smoothed(det, store, "check"), thr.value, thr.low)

@@ -154,3 +154,31 @@ def test_checkpoint_formats_old_and_new(setup, tmp_path):
     torch.save({**state, "threshold": {"value": float("nan"), "low": 0.0}}, tmp_path / "nan.pt")
     with pytest.raises(DataError, match="threshold is not finite"):
         AMSRC.load(tmp_path / "nan.pt")
+
+
+def test_background_travels_from_store_to_checkpoint_to_live(setup, tmp_path):
+    """Box method "bg": the background a store learned is kept in the checkpoint, and the live scorer
+    finds the same boxes with it as the store; a model without one is refused when scoring starts."""
+    from amsrc.errors import ConfigError
+
+    det = tiny_detector()
+    det.preset_.prepare.boxes.method = "bg"
+    det.background_ = np.median(np.stack([f[..., 0] for f in setup["frames"]]), axis=0).round().astype(np.uint8)
+    det.save(tmp_path / "bg.pt")
+    again = AMSRC.load(tmp_path / "bg.pt")
+    assert again.background_.dtype == np.uint8 and np.array_equal(again.background_, det.background_)
+    idx = DatasetIndex(root=setup["folder"], layout="folder",
+                       splits={"testing": (frame_folder_clip(setup["folder"], "testing", name="c"),)})
+    prepare_dataset(idx, again.preset_.prepare, tmp_path / "cubes", progress=False, background=again.background_)
+    clip = CubeStore.open(tmp_path / "cubes").load("testing", "c")
+    scorer = StreamScorer(again)
+    live = [scorer.push(f) for f in setup["frames"]]
+    assert np.array_equal(np.concatenate([r.boxes for r in live]), np.asarray(clip.boxes))
+    np.testing.assert_allclose([r.raw for r in live], again.score_clip(clip).frame_raw, rtol=0, atol=BATCH_ATOL)
+    # the two moving bars are found in every frame with cubes: one box each, or one when the closing joins them
+    per_frame = np.diff(clip.offsets)[4:]
+    assert set(per_frame.tolist()) <= {1, 2} and (per_frame == 2).sum() > (N - 4) // 2
+    del det.background_
+    det.save(tmp_path / "none.pt")
+    with pytest.raises(ConfigError, match="needs the background"):
+        StreamScorer(AMSRC.load(tmp_path / "none.pt"))

@@ -497,3 +497,72 @@ def test_files_with_the_old_fixed_128_byte_header_stay_readable(tmp_path):
     assert store_mod._npy_header(path) == ((10, 3), "<i4", 128)
     assert store_mod.check_files(tmp_path, {"old.npy": info}, full=True) is None
     np.testing.assert_array_equal(np.load(path, mmap_mode="r", allow_pickle=False), want)
+
+
+# ---------------------------------------------------------------- box method "bg": the training background
+def _bg_cfg(**kw) -> PrepareConfig:
+    cfg = PrepareConfig()
+    cfg.boxes.method, cfg.boxes.bg_threshold, cfg.boxes.min_area = "bg", 35.0, 20
+    cfg.boxes.close_w, cfg.boxes.close_h = 1, 5
+    for k, v in kw.items():
+        setattr(cfg.boxes, k, v)
+    return cfg
+
+
+def test_background_is_learned_from_training_and_keeps_a_stopped_object(data, tmp_path):
+    """The median of the training frames is the empty scene (the square moves, so no pixel holds it
+    most of the time); with it, the test square that stands still in frames 8-11 keeps its box, where
+    the frame difference ("diff") loses it."""
+    index, ref, _, _ = data
+    out = tmp_path / "bg"
+    run(index, out, cfg=_bg_cfg())
+    store = CubeStore.open(out)
+    assert store.background.shape == (H, W) and store.settings["background"]
+    assert int(np.abs(store.background.astype(int) - 90).max()) <= 1  # the empty grey ground
+    assert cv2.imread(str(out / "background.png"), cv2.IMREAD_UNCHANGED).tolist() == store.background.tolist()
+    bg = store.load("testing", "01")
+    diff = CubeStore.open(ref).load("testing", "01")
+    per_frame = np.diff(bg.offsets)
+    assert per_frame[8:12].tolist() == [1, 1, 1, 1]  # still square: found by the background
+    assert np.diff(diff.offsets)[8:12].sum() == 0  # and not by the frame difference
+    # the box covers the whole square (12 px + margin 4 on each side), not its moving edges
+    x0, y0, x1, y1 = bg.boxes[bg.offsets[9]]
+    assert x1 - x0 == SQ + 8 and y1 - y0 == SQ + 8
+
+
+def test_background_setting_or_image_change_rebuilds(data, tmp_path):
+    index, _, _, _ = data
+    out = tmp_path / "bg"
+    run(index, out, cfg=_bg_cfg())
+    assert run(index, out, cfg=_bg_cfg()).built == []
+    report = run(index, out, cfg=_bg_cfg(bg_threshold=20.0))
+    assert len(report.built) == 5 and set(report.rebuild_reasons.values()) == {"settings changed"}
+    # another background (a fitted model's) is another setting too
+    other = np.full((H, W), 60, np.uint8)
+    report = run(index, out, cfg=_bg_cfg(bg_threshold=20.0), background=other)
+    assert len(report.built) == 5 and CubeStore.open(out).background.tolist() == other.tolist()
+    # a store whose background.png does not match its manifest is refused
+    cv2.imwrite(str(out / "background.png"), np.zeros((H, W), np.uint8))
+    with pytest.raises(DataError, match="background"):
+        CubeStore.open(out)
+
+
+def test_background_needs_training_frames_of_one_size(data, tmp_path):
+    from amsrc.errors import ConfigError
+    from amsrc.prepare.boxes import make_box_detector
+
+    index, _, _, _ = data
+    test_only = DatasetIndex(index.root, index.layout, {"testing": index.clips("testing")})
+    with pytest.raises(DataError, match="learns the background from the training split"):
+        run(test_only, tmp_path / "a", cfg=_bg_cfg())
+    with pytest.raises(ConfigError, match="needs the background"):
+        make_box_detector(_bg_cfg().boxes)
+    det = make_box_detector(_bg_cfg().boxes, np.zeros((H + 2, W), np.uint8))
+    frame = np.zeros((H, W), np.uint8)
+    with pytest.raises(DataError, match=f"background .* is {W}x{H + 2}, this frame is {W}x{H}"):
+        det(frame, frame)
+    files, _ = write_clip(tmp_path / "big", 6, seed=1, size=(H + 8, W))
+    big = Clip(name="big", split="training", source=tmp_path / "big", n_frames=6, frame_files=files)
+    mixed = DatasetIndex(index.root, index.layout, {"training": (*index.clips("training"), big)})
+    with pytest.raises(DataError, match="one background needs one frame size"):
+        run(mixed, tmp_path / "b", cfg=_bg_cfg())

@@ -69,7 +69,8 @@ class AMSRC:
                 data.append((c.appearance, c.flow))
         if not data:
             raise ConfigError(f"{store.root}: no training cubes in split {split!r}; nothing to learn from")
-        ckpt = train_model(data, preset, Path(out_dir), resume=resume, device=self.device, progress=self.progress)
+        ckpt = train_model(data, preset, Path(out_dir), resume=resume, device=self.device, progress=self.progress,
+                           background=store.background)
         self._restore(Checkpoint.load(ckpt), ckpt)
         return self
 
@@ -81,6 +82,7 @@ class AMSRC:
         self.footage_ = ck.footage
         self.extras_ = dict(ck.extras)
         self.epoch_ = ck.epoch
+        self.background_ = ck.background
         self.checkpoint_ = Path(path)
 
     # ------------------------------------------------------------ score
@@ -144,7 +146,7 @@ class AMSRC:
         self._check_fitted()
         return Checkpoint.of(self.model_, self.preset_, self.train_stats_, epoch=getattr(self, "epoch_", None),
                              threshold=getattr(self, "threshold_", None), footage=getattr(self, "footage_", None),
-                             extras=dict(getattr(self, "extras_", {})))
+                             extras=dict(getattr(self, "extras_", {})), background=getattr(self, "background_", None))
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted model as one :class:`~amsrc.training.checkpoint.Checkpoint` file."""

@@ -321,7 +321,8 @@ def validate_alerts(det, threshold: Threshold, val_root: str | Path, work: Path,
     if not test:
         raise DataError(Path(val_root), "has no labelled test clips (expected a set written by `amsrc data inject`)")
     sub = DatasetIndex(root=idx.root, layout=idx.layout, splits={"testing": tuple(test)})
-    prepare_dataset(sub, det.preset_.prepare, work / "validate_cubes", progress=progress, preset_name=det.preset_.name)
+    prepare_dataset(sub, det.preset_.prepare, work / "validate_cubes", progress=progress, preset_name=det.preset_.name,
+                    background=det.background_)
     store = CubeStore.open(work / "validate_cubes")
     scores = frame_scores_smoothed(det, store, "testing")
     n_ev = detected = false_alarms = normal = 0

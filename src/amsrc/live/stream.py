@@ -103,7 +103,7 @@ class StreamScorer:
         elif not need_pred and p.score.w_p != 0:
             raise ConfigError(f"need_pred=False needs score weight w_p = 0 (the preset has w_p = {p.score.w_p})")
         self.need_pred = bool(need_pred)
-        self.extractor = CubeExtractor(p.prepare)
+        self.extractor = CubeExtractor(p.prepare, background=getattr(detector, "background_", None))
         self.smoother = CausalSmoother(p.score)
         self.empty_score = detector.empty_score_
         self.seconds = {"inputs": 0.0, "network": 0.0}  # time spent per stage since creation (with extractor.seconds)

@@ -1,14 +1,16 @@
 """Motion-based foreground boxes: which parts of frame t hold moving objects.
 
-``make_box_detector(cfg)`` returns a :class:`BoxDetector`; ``detector(prev_gray, cur_gray, flow)``
+``make_box_detector(cfg, background)`` returns a :class:`BoxDetector`; ``detector(prev_gray, cur_gray, flow)``
 gives the (K, 4) int32 boxes x0, y0, x1, y1 (exclusive ends, margin included, clipped to the
 frame) of frame t. It is causal: it sees only frames <= t (MOG2 keeps a background model across
 calls; ``reset()`` starts a new clip).
 
 Steps:
-  1. motion mask: ``diff`` |I_t - I_t-1| > threshold (default), ``mog2`` background subtraction
-     (keeps an object that stopped for a while), ``flow`` |flow| > flow_threshold, or a union of
-     them written with '+' ("diff+mog2");
+  1. motion mask: ``diff`` |I_t - I_t-1| > threshold (default), ``bg`` |I_t - B| > bg_threshold
+     against a fixed background B, the median of training frames (:mod:`amsrc.prepare.background`;
+     whole silhouettes, and objects that stop stay found), ``mog2`` adaptive background
+     subtraction (a stopped object fades after a while), ``flow`` |flow| > flow_threshold, or a
+     union of them written with '+' ("bg+diff");
   2. closing with a small, tall kernel (close_w x close_h): joins the fragments of one object (a
      walker's frame difference is a broken outline: head, torso and legs stacked vertically)
      without bridging side-by-side neighbours as an isotropic kernel would;
@@ -36,7 +38,7 @@ from amsrc.config import BoxConfig
 from amsrc.errors import ConfigError, DataError
 from amsrc.prepare.flow import check_gray_pair
 
-BOX_METHODS = ("diff", "mog2", "flow")
+BOX_METHODS = ("diff", "bg", "mog2", "flow")
 
 
 def _check_cfg(cfg: BoxConfig) -> None:
@@ -48,6 +50,8 @@ def _check_cfg(cfg: BoxConfig) -> None:
         )
     if cfg.close_w < 1 or cfg.close_h < 1:
         raise ConfigError(f"box closing kernel must be at least 1x1, got {cfg.close_w}x{cfg.close_h}")
+    if "bg" in parts and (cfg.bg_threshold < 0 or cfg.bg_frames < 1):
+        raise ConfigError(f"bg_threshold must be >= 0 and bg_frames >= 1, got {cfg.bg_threshold}, {cfg.bg_frames}")
     if "mog2" in parts and cfg.mog2_history < 1:
         raise ConfigError(f"mog2_history must be >= 1, got {cfg.mog2_history}")
     if cfg.margin < 0 or cfg.min_area < 0 or cfg.edge_min_side < 0:
@@ -126,10 +130,19 @@ def merge_overlapping(boxes: np.ndarray, iou: float) -> np.ndarray:
 class BoxDetector:
     """Callable ``(prev_gray, cur_gray, flow) -> (K, 4) int32`` boxes of frame t; ``reset()`` per clip."""
 
-    def __init__(self, cfg: BoxConfig):
+    def __init__(self, cfg: BoxConfig, background: np.ndarray | None = None):
         _check_cfg(cfg)
         self.cfg = cfg
         self._methods = tuple(cfg.method.split("+"))
+        if "bg" in self._methods:
+            if background is None:
+                raise ConfigError(f"box method {cfg.method!r} needs the background learned from the training "
+                                  "frames (prepare a store with a training split, or load a model fitted with it)")
+            background = np.asarray(background)
+            if background.ndim != 2 or background.dtype != np.uint8:
+                raise ConfigError(f"the box background must be an (H, W) uint8 grey image, got "
+                                  f"{background.dtype} {background.shape}")
+        self.background = background if "bg" in self._methods else None
         self._mog2 = None
         self._kernel = None
         self.reset()
@@ -149,6 +162,13 @@ class BoxDetector:
 
     def _mask_diff(self, prev_gray, cur_gray, flow):
         return (cv2.absdiff(prev_gray, cur_gray) > self.cfg.threshold).astype(np.uint8)
+
+    def _mask_bg(self, prev_gray, cur_gray, flow):
+        if self.background.shape != cur_gray.shape:
+            raise DataError(None, f"box method 'bg': the background learned from the training frames is "
+                                  f"{self.background.shape[1]}x{self.background.shape[0]}, this frame is "
+                                  f"{cur_gray.shape[1]}x{cur_gray.shape[0]}")
+        return (cv2.absdiff(cur_gray, self.background) > self.cfg.bg_threshold).astype(np.uint8)
 
     def _mask_mog2(self, prev_gray, cur_gray, flow):
         cfg = self.cfg
@@ -224,6 +244,7 @@ class BoxDetector:
         return np.ascontiguousarray(b, dtype=np.int32).reshape(-1, 4)
 
 
-def make_box_detector(cfg: BoxConfig) -> BoxDetector:
-    """The motion box detector ``cfg`` describes (ConfigError on a bad setting)."""
-    return BoxDetector(cfg)
+def make_box_detector(cfg: BoxConfig, background: np.ndarray | None = None) -> BoxDetector:
+    """The motion box detector ``cfg`` describes (ConfigError on a bad setting); ``background`` is the
+    (H, W) uint8 training background that method "bg" needs."""
+    return BoxDetector(cfg, background)

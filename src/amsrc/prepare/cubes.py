@@ -147,7 +147,8 @@ class CubeExtractor:
     Frames 0..3 return K = 0 (a cube needs 4 previous frames); the detector still sees them so its
     state is the same whether a stream is prepared offline or scored live.
 
-    ``flow`` / ``box_detector`` default to ``make_flow(cfg.flow)`` / ``make_box_detector(cfg.boxes)``;
+    ``flow`` / ``box_detector`` default to ``make_flow(cfg.flow)`` / ``make_box_detector(cfg.boxes,
+    background)`` (``background``: the training background box method "bg" needs);
     passing others is for tests and plug-ins.
     """
 
@@ -156,13 +157,14 @@ class CubeExtractor:
         cfg: PrepareConfig,
         flow: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
         box_detector=None,
+        background: np.ndarray | None = None,
     ):
         _check_cfg(cfg)
         self.cfg = cfg
         if flow is None:
             flow = make_flow(cfg.flow)
         if box_detector is None:
-            box_detector = make_box_detector(cfg.boxes)
+            box_detector = make_box_detector(cfg.boxes, background)
         self.flow = flow
         self.box_detector = box_detector
         self.seconds = {"flow": 0.0, "boxes": 0.0, "crops": 0.0}  # time spent per stage since creation

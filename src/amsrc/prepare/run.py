@@ -31,6 +31,7 @@ from amsrc.data.layouts import load_dataset
 from amsrc.data.readers import open_clip
 from amsrc.errors import AmsrcError, ConfigError, DataError
 from amsrc.prepare import store as st
+from amsrc.prepare.background import background_hash, learn_background, needs_background, write_background
 from amsrc.prepare.cubes import T_APPEARANCE, CubeExtractor
 from amsrc.prepare.recall import box_labels, box_recall_frame
 
@@ -65,6 +66,7 @@ class _Job:
     settings_hash: str
     source_hash: str
     key: str
+    background: np.ndarray | None = None  # box method "bg": the training background
 
 
 def _recall_counts(clip: Clip, t: int, boxes: np.ndarray, frame_shape: tuple[int, int], acc: dict) -> np.ndarray:
@@ -95,7 +97,7 @@ def build_clip(job: _Job, progress: Callable[[int], None] | None = None) -> dict
     clip = job.clip
     st.remove_stale_temps(Path(job.out), job.split, clip.name)
     t0 = time.perf_counter()
-    extractor = CubeExtractor(job.cfg)
+    extractor = CubeExtractor(job.cfg, background=job.background)
     writer = st.ClipWriter(Path(job.out), job.split, clip.name, job.cfg.cube_size, job.cfg.channels)
     recall = None
     object_labels: list[np.ndarray] | None = None
@@ -139,6 +141,15 @@ def build_clip(job: _Job, progress: Callable[[int], None] | None = None) -> dict
     except BaseException:
         writer.abort()
         raise
+
+
+def _learn(index: DatasetIndex, cfg: PrepareConfig) -> np.ndarray:
+    """Box method "bg": the background of the training split (or of unlabelled footage "all")."""
+    train = index.clips("training") or index.clips("all")
+    if not train:
+        raise DataError(index.root, f"box method {cfg.boxes.method!r} learns the background from the training "
+                                    f"split, and this dataset has none (splits: {', '.join(index.splits) or 'none'})")
+    return learn_background(train, cfg.boxes.bg_frames)
 
 
 # ---------------------------------------------------------------- worker processes
@@ -340,8 +351,12 @@ def prepare_dataset(
     shard: str | tuple[int, int] | None = None,
     progress: bool = True,
     preset_name: str = "default",
+    background: np.ndarray | None = None,
 ) -> PrepareReport:
-    """Prepare every clip of every split of ``root`` into the cube store ``out``."""
+    """Prepare every clip of every split of ``root`` into the cube store ``out``.
+
+    Box method "bg" needs a background: ``background`` (a fitted model's ``background_``, to prepare
+    other footage as that model saw its own), else it is learned from ``root``'s training split."""
     t_start = time.perf_counter()
     if isinstance(root, DatasetIndex):
         index = root
@@ -353,6 +368,11 @@ def prepare_dataset(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = dataclasses.asdict(cfg)
+    if needs_background(cfg.boxes):
+        if background is None:
+            background = _learn(index, cfg)
+        write_background(out, background)
+        settings["background"] = background_hash(background)  # a new background rebuilds every clip
     sh = st.settings_hash(settings)
 
     all_clips: list[tuple[str, Clip, str, str]] = []  # split, clip, source hash, key
@@ -386,7 +406,7 @@ def prepare_dataset(
             continue
         if why != "not built":
             report.rebuild_reasons[label] = why
-        jobs.append(_Job(split, clip, str(out), cfg, sh, src, key))
+        jobs.append(_Job(split, clip, str(out), cfg, sh, src, key, background))
 
     if jobs:
         # The previous manifest may describe other settings: mark the store incomplete first.

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from amsrc.errors import ConfigError, DataError
+from amsrc.prepare.background import background_hash, read_background
 from amsrc.prepare.cubes import CUBE_FORMAT, T_APPEARANCE, T_FLOW, FrameObjects
 from amsrc.utils import write_json_atomic
 
@@ -426,6 +427,11 @@ class CubeStore:
         self.root = Path(root)
         self.manifest = manifest
         self.settings: dict = manifest["settings"]  # the PrepareConfig as a dict
+        self.background = read_background(self.root)  # box method "bg": the training background, else None
+        want = self.settings.get("background")
+        if want is not None and (self.background is None or background_hash(self.background) != want):
+            raise DataError(self.root / "background.png", "missing or not the background these cubes were "
+                                                          "prepared with; prepare the store again")
         self.key: str = manifest["key"]  # hash of the settings and of every clip's source
         self.preset: str = manifest.get("preset", "")
 

@@ -10,6 +10,7 @@ A final model (``model.pt``, written by ``amsrc train``, ``amsrc fit`` or ``AMSR
     epoch, n_cubes  how it was trained
     threshold       Threshold or None: the decision threshold ``amsrc fit`` learned
     footage         Footage facts or None: fitted frame size, fps, training speed distribution
+    background      (H, W) uint8 tensor or None: the training background of box method "bg"
     extras          plain, JSON-like facts (fit sources, range, validation), for people to read
     version         the amsrc version that wrote it
 
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from amsrc import __version__
@@ -42,7 +44,7 @@ from amsrc.utils import atomic_path
 
 MODEL_FORMAT = "amsrc-model"  # "format" of model.pt
 STATE_FORMAT = "amsrc-train-state"  # "format" of last.pt
-FORMAT_VERSION = 2  # 2: threshold and footage typed, format_version key; 1: the first build
+FORMAT_VERSION = 3  # 3: the box background; 2: threshold and footage typed, format_version key; 1: the first build
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ class Checkpoint:
     threshold: Threshold | None = None
     footage: FootageInfo | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    background: np.ndarray | None = None  # (H, W) uint8: box method "bg"'s training background
     version: str = __version__  # amsrc version that wrote the file
     format_version: int = FORMAT_VERSION
 
@@ -130,6 +133,7 @@ class Checkpoint:
                 "config": self.preset.to_dict(), "train_stats": self.train_stats.to_dict(), "epoch": self.epoch,
                 "n_cubes": self.n_cubes, "threshold": None if self.threshold is None else self.threshold.to_dict(),
                 "footage": None if self.footage is None else self.footage.to_dict(), "extras": dict(self.extras),
+                "background": None if self.background is None else torch.from_numpy(np.ascontiguousarray(self.background)),
                 "version": self.version}
 
     def save(self, path: str | Path) -> Path:
@@ -173,8 +177,17 @@ class Checkpoint:
             n_cubes=state.get("n_cubes"),
             threshold=None if thr is None else Threshold.from_dict(thr, path),
             footage=None if foot is None or all(v is None for v in foot.values()) else FootageInfo.from_dict(foot, path),
-            extras=dict(extras), version=str(state["version"]), format_version=FORMAT_VERSION,
+            extras=dict(extras), background=_background(state.get("background"), path),
+            version=str(state["version"]), format_version=FORMAT_VERSION,
         )
+
+
+def _background(value: Any, path: Path) -> np.ndarray | None:
+    if value is None:
+        return None
+    if not isinstance(value, torch.Tensor) or value.dtype != torch.uint8 or value.ndim != 2:
+        raise DataError(path, "the checkpoint's box background is not an (H, W) uint8 image")
+    return value.numpy().copy()
 
 
 # ---------------------------------------------------------------- files

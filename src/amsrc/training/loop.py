@@ -123,8 +123,10 @@ def _read_log(path: Path, upto_epoch: int) -> list[dict]:
 
 # ---------------------------------------------------------------- training
 def train_model(data, preset: Preset, out_dir: Path, resume: bool = False, device: str = "cpu",
-                progress: bool = True) -> Path:
+                progress: bool = True, background: np.ndarray | None = None) -> Path:
     """Train ``preset.model`` on ``data`` for ``preset.train.epochs`` epochs; return out_dir/model.pt.
+
+    ``background``: the training background of box method "bg", kept in model.pt for scoring.
 
     ``resume``: continue from out_dir/last.pt when it exists (same settings and data required; the
     epoch count may be raised to train further); otherwise start afresh.
@@ -193,7 +195,7 @@ def train_model(data, preset: Preset, out_dir: Path, resume: bool = False, devic
     distributed.broadcast_buffers(model, d)
     stats = training_stats(model, cubes, mc.flow_scale, d, dev, batch_size=max(512, per_rank_batch))
     if d.main:
-        Checkpoint.of(model, preset, stats, epoch=tc.epochs, n_cubes=n).save(model_path)
+        Checkpoint.of(model, preset, stats, epoch=tc.epochs, n_cubes=n, background=background).save(model_path)
     distributed.finish(d)
     return model_path
 
