@@ -22,8 +22,8 @@ is prepared (2 workers) on the injected validation set ``--val`` (`amsrc data in
 --seed 0 --fps 10`) and on ROOT; per set it reports the box recall of the labelled objects, boxes per
 frame, prepare frames/s, the ``velocity`` and ``copy-last`` baselines (frame micro AUROC raw, and with a
 Gaussian of sigma 3 with the first 4 frames of each clip left out) and, on the validation set only,
-the coverage of the moving pixels of its NORMAL frames (|I_t - I_t-1| > 18 after a 2x2 opening: the
-share inside a box), a recall with no labels. The validation columns are what chooses; ROOT's test
+the coverage of the moving pixels of its NORMAL frames from frame 4 on (|I_t - I_t-1| > 18 after a
+2x2 opening: the share inside a box), a recall with no labels. The validation columns are what chooses; ROOT's test
 columns are read to report.
 
 ``--flow-table`` compares flow methods: endpoint error (EPE, px) on textured patches of two sizes
@@ -263,8 +263,10 @@ SOURCES = {  # name -> BoxConfig fields replaced in the preset's boxes
 
 
 def _motion_coverage(store, index, split: str = "testing") -> float:
-    """Share of the moving pixels of the unlabelled-normal frames of ``split`` that lie in a box."""
+    """Share of the moving pixels of the normal frames of ``split`` (from frame 4 on) that lie in a box."""
     import cv2
+
+    from amsrc.prepare.cubes import T_APPEARANCE
 
     inside_n = moving_n = 0
     kernel = np.ones((2, 2), np.uint8)
@@ -272,7 +274,7 @@ def _motion_coverage(store, index, split: str = "testing") -> float:
         c = store.load(split, clip.name)
         prev = None
         for t, grey in enumerate(_iter_grey(clip)):
-            if prev is not None and not c.labels[t]:
+            if t >= T_APPEARANCE - 1 and not c.labels[t]:  # frames 0-3 hold no cubes, so no boxes
                 m = cv2.morphologyEx((cv2.absdiff(prev, grey) > 18).astype(np.uint8), cv2.MORPH_OPEN, kernel) > 0
                 inside = np.zeros_like(m)
                 for x0, y0, x1, y1 in np.asarray(c.boxes[c.offsets[t]:c.offsets[t + 1]]):
