@@ -60,9 +60,9 @@ def _iter_grey(clip):
 
 def _background(index, cfg):
     """Box method "bg": the background learned from the training split, as `amsrc prepare` learns it."""
-    from amsrc.prepare.background import learn_background, needs_background
+    from amsrc.prepare.background import needs_background, training_background
 
-    return learn_background(index.clips("training"), cfg.bg_frames) if needs_background(cfg) else None
+    return training_background(index, cfg) if needs_background(cfg) else None
 
 
 def run_boxes(index, preset, splits, max_clips=None) -> dict:
@@ -286,14 +286,14 @@ def _motion_coverage(store, index, split: str = "testing") -> float:
 
 
 def _source_row(root: Path, preset, out: Path, coverage: bool) -> dict:
-    from scipy.ndimage import gaussian_filter1d
-    from sklearn.metrics import roc_auc_score
-
     from amsrc.config import ScoreConfig
     from amsrc.data.layouts import load_dataset
     from amsrc.eval.baselines import BaselineScorer
+    from amsrc.eval.evaluate import PAPER_DROP
+    from amsrc.eval.metrics import micro_auroc
     from amsrc.prepare.run import prepare_dataset
     from amsrc.prepare.store import CubeStore
+    from amsrc.scoring import smooth
 
     index = load_dataset(root)
     rep = prepare_dataset(index, preset.prepare, out, workers=2, progress=False, preset_name=preset.name)
@@ -306,10 +306,10 @@ def _source_row(root: Path, preset, out: Path, coverage: bool) -> dict:
     cfg = ScoreConfig(smoothing="gaussian", gaussian_sigma=3.0)
     for name in ("velocity", "copy-last"):
         clips = BaselineScorer(name, cfg).fit(store).score_store(store, "testing")
-        sm = [gaussian_filter1d(c.frame_raw.astype(np.float64), 3.0, mode="nearest") for c in clips]
-        row[name] = {"raw": roc_auc_score(np.concatenate([c.labels for c in clips]), np.concatenate([c.frame_raw for c in clips])),
-                     "smoothed_drop4": roc_auc_score(np.concatenate([c.labels[4:] for c in clips]),
-                                                     np.concatenate([v[4:] for v in sm]))}
+        # smoothed over the whole clip, then its first PAPER_DROP frames left out (the issue's target metric)
+        smoothed = [smooth(c.frame_raw, cfg)[PAPER_DROP:] for c in clips]
+        row[name] = {"raw": micro_auroc([c.frame_raw for c in clips], [c.labels for c in clips]),
+                     "smoothed_drop4": micro_auroc(smoothed, [c.labels[PAPER_DROP:] for c in clips])}
     if coverage:
         row["motion_coverage"] = _motion_coverage(store, index)
     return row

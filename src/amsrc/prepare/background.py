@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from amsrc.config import BoxConfig
-from amsrc.data.index import Clip
+from amsrc.data.index import Clip, DatasetIndex
 from amsrc.data.readers import open_clip
 from amsrc.errors import DataError
 
@@ -49,6 +49,15 @@ def learn_background(clips: Sequence[Clip], n_frames: int) -> np.ndarray:
                 shape = grey.shape
                 frames.append(grey)
     return np.median(np.stack(frames), axis=0).round().astype(np.uint8)
+
+
+def training_background(index: DatasetIndex, cfg: BoxConfig) -> np.ndarray:
+    """The background of ``index``'s training split (or of unlabelled footage, split "all")."""
+    train = index.clips("training") or index.clips("all")
+    if not train:
+        raise DataError(index.root, f"box method {cfg.method!r} learns the background from the training "
+                                    f"split, and this dataset has none (splits: {', '.join(index.splits) or 'none'})")
+    return learn_background(train, cfg.bg_frames)
 
 
 def background_hash(bg: np.ndarray) -> str:

@@ -31,7 +31,7 @@ from amsrc.data.layouts import load_dataset
 from amsrc.data.readers import open_clip
 from amsrc.errors import AmsrcError, ConfigError, DataError
 from amsrc.prepare import store as st
-from amsrc.prepare.background import background_hash, learn_background, needs_background, write_background
+from amsrc.prepare.background import background_hash, needs_background, training_background, write_background
 from amsrc.prepare.cubes import T_APPEARANCE, CubeExtractor
 from amsrc.prepare.recall import box_labels, box_recall_frame
 
@@ -141,15 +141,6 @@ def build_clip(job: _Job, progress: Callable[[int], None] | None = None) -> dict
     except BaseException:
         writer.abort()
         raise
-
-
-def _learn(index: DatasetIndex, cfg: PrepareConfig) -> np.ndarray:
-    """Box method "bg": the background of the training split (or of unlabelled footage "all")."""
-    train = index.clips("training") or index.clips("all")
-    if not train:
-        raise DataError(index.root, f"box method {cfg.boxes.method!r} learns the background from the training "
-                                    f"split, and this dataset has none (splits: {', '.join(index.splits) or 'none'})")
-    return learn_background(train, cfg.boxes.bg_frames)
 
 
 # ---------------------------------------------------------------- worker processes
@@ -370,7 +361,7 @@ def prepare_dataset(
     settings = dataclasses.asdict(cfg)
     if needs_background(cfg.boxes):
         if background is None:
-            background = _learn(index, cfg)
+            background = training_background(index, cfg.boxes)
         write_background(out, background)
         settings["background"] = background_hash(background)  # a new background rebuilds every clip
     sh = st.settings_hash(settings)
