@@ -14,8 +14,13 @@ class DataError(AmsrcError):
 
     def __init__(self, path: str | Path | None, message: str):
         self.path = None if path is None else Path(path)
+        self.reason = message  # the message without the path
         super().__init__(f"{path}: {message}" if path is not None else message)
 
 
 class ConfigError(AmsrcError):
     """A setting is unknown or out of range."""
+
+
+class WorkerError(AmsrcError):
+    """A worker process died (killed, out of memory): not the input's fault, and a rerun resumes."""

@@ -36,7 +36,14 @@ import numpy as np
 
 from amsrc.data import groundtruth as gtio
 from amsrc.data.index import FRAME_EXTS, SPLITS, VIDEO_EXTS, Clip, DatasetIndex, MaskSource
-from amsrc.data.readers import FolderReader, VideoReader, check_image_file, count_video_frames, read_image
+from amsrc.data.readers import (
+    FolderReader,
+    VideoReader,
+    check_image_file,
+    check_jpeg_data,
+    count_video_frames,
+    read_image,
+)
 from amsrc.errors import ConfigError, DataError
 
 LAYOUTS = ("frames", "ucsd", "avenue", "shanghaitech", "folder", "video")
@@ -111,6 +118,9 @@ def _check_frames(files: tuple[Path, ...], deep: bool) -> None:
     for f in files:
         check_image_file(f)
     if deep:
+        for f in files:
+            if f.suffix.lower() in (".jpg", ".jpeg"):
+                check_jpeg_data(f)
         for _ in FolderReader(files).iter_frames():
             pass
     else:

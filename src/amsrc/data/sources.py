@@ -16,6 +16,10 @@ by ``ffmpeg -i IN -f rawvideo -pix_fmt rgb24 -``; the size comes from ``--stdin-
 
 from __future__ import annotations
 
+import contextlib
+import io
+import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,10 +30,23 @@ import av
 import numpy as np
 
 from amsrc.data.layouts import list_numbered_files
-from amsrc.data.readers import read_image
+from amsrc.data.readers import _riff_shortfall, damage, ffmpeg_messages, read_image
 from amsrc.errors import ConfigError, DataError
 
 DEFAULT_FPS = 25.0  # frame rate assumed for frame folders and stdin when none is given
+ON_CORRUPT = ("error", "warn")  # what a file or folder source does with a damaged frame; live sources warn
+
+
+def _check_on_corrupt(value: str) -> str:
+    if value not in ON_CORRUPT:
+        raise ConfigError(f"on_corrupt must be one of {', '.join(ON_CORRUPT)}, got {value!r}")
+    return value
+
+
+def _check_fps(fps: float | None) -> float | None:
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise ConfigError(f"--fps must be a number > 0, got {fps!r}")
+    return fps
 
 
 def _stderr(msg: str) -> None:
@@ -65,21 +82,36 @@ class FrameSource:
 class FolderSource(FrameSource):
     """A frame folder (numbered image files); undecodable files are skipped with a message."""
 
-    def __init__(self, folder: Path, fps: float | None = None, warn: Callable[[str], None] = _stderr):
+    def __init__(self, folder: Path, fps: float | None = None, warn: Callable[[str], None] = _stderr,
+                 on_corrupt: str = "error"):
         self.name = str(folder)
         self.files = list_numbered_files(Path(folder))
         self.fps = float(fps) if fps else DEFAULT_FPS
         self.warn = warn
+        self.on_corrupt = _check_on_corrupt(on_corrupt)
 
     def __iter__(self) -> Iterator[SourceFrame]:
         for i, f in enumerate(self.files):
             try:
                 img = read_image(f)
             except DataError as exc:
+                if self.on_corrupt == "error":
+                    raise DataError(f, f"{exc.reason} (frame {i} of {self.name}; --on-corrupt warn skips it)") from None
                 self.skipped += 1
                 self.warn(f"warning: skipping frame {i}: {exc}")
                 continue
             yield SourceFrame(i, i / self.fps, img)
+
+
+def _raw_read(stream) -> Callable[[int], bytes]:
+    """``read(n)`` on a stream's file descriptor where it has one: ``os.read`` takes no lock of the
+    buffered reader, so a read-ahead thread blocked in it cannot stall the interpreter's exit (the
+    "Fatal Python error: could not acquire lock for <stdin>" of Ctrl-C)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return stream.read
+    return lambda n: os.read(fd, n)
 
 
 class StdinSource(FrameSource):
@@ -99,10 +131,11 @@ class StdinSource(FrameSource):
     def __iter__(self) -> Iterator[SourceFrame]:
         n = self.w * self.h * 3
         i = 0
+        read = _raw_read(self.stream)
         while True:
             buf = bytearray()
             while len(buf) < n:
-                chunk = self.stream.read(n - len(buf))
+                chunk = read(min(n - len(buf), 1 << 20))
                 if not chunk:
                     break
                 buf += chunk
@@ -120,8 +153,9 @@ class AVSource(FrameSource):
     """A video file, a camera (``/dev/videoN``, v4l2) or a URL, decoded with PyAV."""
 
     def __init__(self, spec: str, live: bool, fps: float | None = None, warn: Callable[[str], None] = _stderr,
-                 max_retries: int = 5, stall_s: float = 10.0):
+                 max_retries: int = 5, stall_s: float = 10.0, on_corrupt: str = "error"):
         self.name = spec
+        self.on_corrupt = _check_on_corrupt(on_corrupt)
         self.spec = spec
         self.live = live
         self.fps = float(fps) if fps else None
@@ -150,35 +184,61 @@ class AVSource(FrameSource):
             raise DataError(self.spec, "has no video stream")
         return c
 
+    def _damaged(self, last: int, what: str) -> None:
+        """A file (not a live stream) that is cut or damaged after frame ``last``: raise, or warn and
+        go on, as ``on_corrupt`` says (a live stream always goes on)."""
+        msg = f"corrupt or truncated after frame {last} (the last good one): {what}"
+        if not self.live and self.on_corrupt == "error":
+            raise DataError(self.spec, msg + " (--on-corrupt warn scores what decodes)")
+        self.warn(f"warning: {self.name}: {msg}")
+
     def _frames_once(self, start_index: int, t_offset: float) -> Iterator[tuple[int, float, np.ndarray]]:
         c = self._container = self._open()
+        messages = contextlib.nullcontext([]) if self.live else ffmpeg_messages()
         try:
-            st = c.streams.video[0]
-            st.thread_type = "AUTO"
-            if self.fps is None and st.average_rate:
-                self.fps = float(st.average_rate)
-            fps = self.fps or DEFAULT_FPS
-            tb = float(st.time_base) if st.time_base else None
-            t0 = None
-            i = start_index
-            for packet in c.demux(st):
-                try:
-                    frames = packet.decode()
-                except Exception as exc:  # a corrupt packet: skip it, keep the stream
-                    self.skipped += 1
-                    self.warn(f"warning: {self.name}: decoder error near frame {i} ({exc.__class__.__name__}: {exc}); "
-                              "skipping")
-                    continue
-                for fr in frames:
-                    if fr.pts is not None and tb is not None:
-                        t = fr.pts * tb
-                        if t0 is None:
-                            t0 = t
-                        ts = t_offset + (t - t0)
-                    else:
-                        ts = t_offset + (i - start_index) / fps
-                    yield i, ts, fr.to_ndarray(format="rgb24")
-                    i += 1
+            with messages as logs:
+                st = c.streams.video[0]
+                st.thread_type = "AUTO"
+                if self.fps is None and st.average_rate:
+                    self.fps = float(st.average_rate)
+                fps = self.fps or DEFAULT_FPS
+                tb = float(st.time_base) if st.time_base else None
+                t0 = None
+                i = start_index
+                seen, said = 0, False  # FFmpeg messages looked at; damage already reported
+                for packet in c.demux(st):
+                    try:
+                        frames = packet.decode()
+                    except Exception as exc:  # a corrupt packet: skip it, keep the stream (or stop: on_corrupt)
+                        self.skipped += 1
+                        if self.live:
+                            self.warn(f"warning: {self.name}: decoder error near frame {i} "
+                                      f"({exc.__class__.__name__}: {exc}); skipping")
+                        else:
+                            self._damaged(i - 1, f"decoder error ({exc.__class__.__name__}: {exc}); skipping it")
+                        continue
+                    if len(logs) > seen and not said:
+                        seen = len(logs)
+                        bad = damage(logs)
+                        if bad is not None:
+                            said = True
+                            self._damaged(i - 1, f"FFmpeg reports {bad}")
+                    for fr in frames:
+                        if fr.pts is not None and tb is not None:
+                            t = fr.pts * tb
+                            if t0 is None:
+                                t0 = t
+                            ts = t_offset + (t - t0)
+                        else:
+                            ts = t_offset + (i - start_index) / fps
+                        yield i, ts, fr.to_ndarray(format="rgb24")
+                        i += 1
+                if not self.live and not said:
+                    bad = damage(logs)
+                    if bad is None and _riff_shortfall(Path(self.spec)):
+                        bad = "its AVI header declares more bytes than the file holds"
+                    if bad is not None:
+                        self._damaged(i - 1, bad)
         finally:
             try:
                 c.close()
@@ -202,7 +262,7 @@ class AVSource(FrameSource):
                     self.warn(f"note: {self.name}: end of stream after frame {i - 1}")
                 return
             except DataError as exc:
-                if i == 0 and failures == 0 and not self.live:
+                if not self.live:  # a file: unreadable, or damaged with on_corrupt "error"
                     raise
                 self.warn(f"warning: {exc}")
             except Exception as exc:  # noqa: BLE001 - network/decoder errors of a live stream
@@ -236,9 +296,16 @@ class AVSource(FrameSource):
 
 def open_source(spec: str, *, stdin_size: str | None = None, fps: float | None = None,
                 warn: Callable[[str], None] = _stderr, max_retries: int = 5, stall_s: float = 10.0,
-                stdin=None) -> FrameSource:
+                stdin=None, on_corrupt: str = "error") -> FrameSource:
     """A frame source from what the user typed: ``-`` (stdin), a frame folder, a video file,
-    ``/dev/videoN`` or a URL (``rtsp://``, ``http://``, ...)."""
+    ``/dev/videoN`` or a URL (``rtsp://``, ``http://``, ...).
+
+    ``on_corrupt``: what a file or folder does with a frame that does not decode or a file that
+    is cut short: "error" (raise :class:`DataError` naming the file and the last good frame) or
+    "warn" (say it and score what decodes). Live sources always warn and go on.
+    """
+    fps = _check_fps(fps)
+    _check_on_corrupt(on_corrupt)
     if spec == "-":
         if not stdin_size:
             raise ConfigError("reading frames from stdin needs --stdin-size WxH (raw RGB24 frames)")
@@ -248,13 +315,11 @@ def open_source(spec: str, *, stdin_size: str | None = None, fps: float | None =
         except ValueError:
             raise ConfigError(f"--stdin-size must look like 360x240 (W x H), got {stdin_size!r}") from None
         return StdinSource(size, fps=fps, stream=stdin, warn=warn)
-    if "://" in spec:
-        return AVSource(spec, live=True, fps=fps, warn=warn, max_retries=max_retries, stall_s=stall_s)
-    if spec.startswith("/dev/"):
+    if "://" in spec or spec.startswith("/dev/"):
         return AVSource(spec, live=True, fps=fps, warn=warn, max_retries=max_retries, stall_s=stall_s)
     p = Path(spec)
     if p.is_dir():
-        return FolderSource(p, fps=fps, warn=warn)
+        return FolderSource(p, fps=fps, warn=warn, on_corrupt=on_corrupt)
     if p.is_file():
-        return AVSource(spec, live=False, fps=fps, warn=warn)
+        return AVSource(spec, live=False, fps=fps, warn=warn, on_corrupt=on_corrupt)
     raise DataError(p, "not found (expected a video file, a frame folder, /dev/videoN, a URL or -)")
