@@ -58,6 +58,15 @@ class PrepareConfig:
     channels: int = 1  # 1 = grey appearance crops, 3 = RGB
 
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PrepareConfig:
+        """From ``dataclasses.asdict`` output (e.g. a cube store's settings; keys that are not
+        settings, such as the store's background hash, are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"flow", "boxes"}
+        return cls(flow=FlowConfig(**d["flow"]), boxes=BoxConfig(**d["boxes"]),
+                   **{k: v for k, v in d.items() if k in names})
+
+
 @dataclass
 class ModelConfig:
     # Named width presets (channels of the four encoder stages); "paper" is the official network.
@@ -115,11 +124,7 @@ class Preset:
     def from_dict(cls, d: dict[str, Any]) -> Preset:
         return cls(
             name=d["name"],
-            prepare=PrepareConfig(
-                flow=FlowConfig(**d["prepare"]["flow"]),
-                boxes=BoxConfig(**d["prepare"]["boxes"]),
-                **{k: v for k, v in d["prepare"].items() if k not in ("flow", "boxes")},
-            ),
+            prepare=PrepareConfig.from_dict(d["prepare"]),
             # checkpoints written before ``standardise`` existed used raw bottlenecks
             model=ModelConfig(**{"standardise": False, **d["model"], "widths": tuple(d["model"]["widths"])}),
             train=TrainConfig(**d["train"]),
@@ -232,6 +237,30 @@ _PRESETS = {
     "avenue": _avenue,
     "shanghaitech": _shanghaitech,
 }
+
+
+def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the settings that differ between two settings dicts (lists equal tuples)."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += config_diff(va, vb, f"{prefix}{k}.")
+        elif (list(va) if isinstance(va, (list, tuple)) else va) != (list(vb) if isinstance(vb, (list, tuple)) else vb):
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def describe_diff(a: dict, b: dict, a_name: str, b_name: str, ignore: tuple[str, ...] = ()) -> list[str]:
+    """``key (A: va, B: vb)`` for every differing setting of two settings dicts, ``ignore``d keys left out
+    (a key ending in ``.threads`` matches ``threads``)."""
+    def get(d: dict, dotted: str):
+        for part in dotted.split("."):
+            d = d.get(part) if isinstance(d, dict) else None
+        return d
+
+    keys = [k for k in config_diff(a, b) if k not in ignore and k.rsplit(".", 1)[-1] not in ignore]
+    return [f"{k} ({a_name}: {get(a, k)!r}, {b_name}: {get(b, k)!r})" for k in keys]
 
 
 def preset_names() -> list[str]:

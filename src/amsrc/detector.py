@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from amsrc.config import Preset, get_preset
+from amsrc.config import PrepareConfig, Preset, describe_diff, get_preset, preset_names
 from amsrc.errors import ConfigError
 from amsrc.model.inputs import network_inputs
 from amsrc.scoring import ClipScores, ObjectScores, clip_scores, combine, empty_frame_score, object_scores
 from amsrc.training.checkpoint import Checkpoint
 from amsrc.training.loop import train_model
+from amsrc.utils import check_device
 
 
 class AMSRC:
@@ -26,14 +27,15 @@ class AMSRC:
 
     Parameters
     ----------
-    preset: a preset name or a :class:`~amsrc.config.Preset` (all settings of a run).
+    preset: a preset name or a :class:`~amsrc.config.Preset` (all settings of a run); None (the
+        default): the preset the store was prepared with, its prepare settings taken from the store.
     variant: overrides ``preset.model.variant`` ("amsrc", "nogate", "baseline").
     epochs: overrides ``preset.train.epochs``.
     device: "cpu" or "cuda".
     progress: show progress bars.
     """
 
-    def __init__(self, preset: str | Preset = "default", variant: str | None = None,
+    def __init__(self, preset: str | Preset | None = None, variant: str | None = None,
                  epochs: int | None = None, device: str = "cpu", progress: bool = True):
         self.preset = preset
         self.variant = variant
@@ -42,8 +44,18 @@ class AMSRC:
         self.progress = progress
 
     # ------------------------------------------------------------ settings
-    def resolved_preset(self) -> Preset:
-        p = get_preset(self.preset) if isinstance(self.preset, str) else Preset.from_dict(self.preset.to_dict())
+    def resolved_preset(self, store=None) -> Preset:
+        """The settings of a fit: ``preset`` with ``variant`` and ``epochs`` applied; with ``preset`` None,
+        the store's preset (by name; "default" when the name is unknown) and the store's prepare settings."""
+        if self.preset is None:
+            name = getattr(store, "preset", "") or "default"
+            if name not in preset_names():
+                name = "default"
+            p = get_preset(name)
+            if store is not None:
+                p.prepare = PrepareConfig.from_dict(store.settings)
+        else:
+            p = get_preset(self.preset) if isinstance(self.preset, str) else Preset.from_dict(self.preset.to_dict())
         if self.variant is not None:
             p.model.variant = self.variant
         if self.epochs is not None:
@@ -59,8 +71,9 @@ class AMSRC:
 
         ``out_dir`` receives the per-epoch log and checkpoints; the final model is the last epoch.
         """
-        preset = self.resolved_preset()
-        _check_store_matches(store, preset)
+        self.device = check_device(self.device)
+        preset = self.resolved_preset(store)
+        _check_store_matches(store, preset, given=self.preset is not None)
         split = store.training_split()
         data = []
         for name in store.clips(split):
@@ -70,7 +83,7 @@ class AMSRC:
         if not data:
             raise ConfigError(f"{store.root}: no training cubes in split {split!r}; nothing to learn from")
         ckpt = train_model(data, preset, Path(out_dir), resume=resume, device=self.device, progress=self.progress,
-                           background=store.background)
+                           background=store.background, store_key=store.key)
         self._restore(Checkpoint.load(ckpt), ckpt)
         return self
 
@@ -84,6 +97,7 @@ class AMSRC:
         self.epoch_ = ck.epoch
         self.background_ = ck.background
         self.checkpoint_ = Path(path)
+        self.store_key_ = ck.store_key
 
     # ------------------------------------------------------------ score
     def _check_fitted(self) -> None:
@@ -100,6 +114,8 @@ class AMSRC:
         """
         self._check_fitted()
         p = self.preset_
+        if inputs is None:
+            _check_cube_shapes(appearance, flow, p)
         if not need_pred and p.score.w_p != 0:
             raise ConfigError(f"need_pred=False needs score weight w_p = 0 (the preset has w_p = {p.score.w_p})")
         os_ = object_scores(self.model_, appearance, flow, p.model.flow_scale, device=self.device,
@@ -146,7 +162,8 @@ class AMSRC:
         self._check_fitted()
         return Checkpoint.of(self.model_, self.preset_, self.train_stats_, epoch=getattr(self, "epoch_", None),
                              threshold=getattr(self, "threshold_", None), footage=getattr(self, "footage_", None),
-                             extras=dict(getattr(self, "extras_", {})), background=getattr(self, "background_", None))
+                             extras=dict(getattr(self, "extras_", {})), background=getattr(self, "background_", None),
+                             store_key=getattr(self, "store_key_", None))
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted model as one :class:`~amsrc.training.checkpoint.Checkpoint` file."""
@@ -156,19 +173,39 @@ class AMSRC:
     def load(cls, path: str | Path, device: str = "cpu") -> AMSRC:
         """Load a checkpoint written by ``fit``, ``fit_footage`` or ``save`` (``torch.load(weights_only=True)``);
         the threshold and footage facts that ``amsrc fit`` learned come back as ``threshold_`` and ``footage_``."""
+        device = check_device(device)
         ck = Checkpoint.load(path)
         det = cls(preset=ck.preset, device=device)
         det._restore(ck, Path(path))
         return det
 
 
-def _check_store_matches(store, preset: Preset) -> None:
-    """The network's input shape comes from the cubes: refuse a store built with other cube settings."""
-    s = store.settings
-    want = dataclasses.asdict(preset.prepare)
-    for key in ("cube_size", "channels"):
-        if key in s and s[key] != want[key]:
-            raise ConfigError(
-                f"{store.root}: cubes were prepared with {key}={s[key]} but the preset "
-                f"{preset.name!r} expects {key}={want[key]}; prepare again with --preset {preset.name}"
-            )
+def _check_store_matches(store, preset: Preset, given: bool = False) -> None:
+    """Cubes are only comparable when prepared with the same settings: refuse a store whose prepare
+    settings (thread counts aside) differ from the preset's, listing every differing key. ``given``:
+    the preset was chosen by the caller (training), not read from a model (scoring)."""
+    store_s = {k: v for k, v in store.settings.items() if k != "background"}
+    diffs = describe_diff(store_s, dataclasses.asdict(preset.prepare), "store", f"preset {preset.name!r}",
+                          ignore=("threads",))
+    if not diffs:
+        return
+    shown = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
+    made = f"prepared with preset {store.preset!r}" if getattr(store, "preset", "") else "prepared"
+    if given:
+        raise ConfigError(f"{store.root}: the store was {made}, which disagrees with preset {preset.name!r} on "
+                          f"{len(diffs)} setting(s): {shown}; leave the preset out to train with the store's settings, "
+                          f"or prepare again with --preset {preset.name}")
+    raise ConfigError(f"{store.root}: this model was trained on cubes prepared with other settings than this store "
+                      f"({made}); {len(diffs)} differ: {shown}; prepare the store with the model's preset "
+                      f"{preset.name!r}")
+
+
+def _check_cube_shapes(appearance, flow, preset: Preset) -> None:
+    """Cubes of the shape the network was built for: (N, 5, S, S, C) and (N, 4, S, S, 2)."""
+    s, c = preset.prepare.cube_size, preset.prepare.channels
+    a_shape, f_shape = tuple(np.shape(appearance)), tuple(np.shape(flow))
+    if len(a_shape) != 5 or a_shape[1:] != (5, s, s, c) or len(f_shape) != 5 or f_shape[1:] != (4, s, s, 2) \
+            or a_shape[0] != f_shape[0]:
+        raise ConfigError(f"cubes of shape appearance {a_shape}, flow {f_shape}; this model takes appearance "
+                          f"(N, 5, {s}, {s}, {c}) and flow (N, 4, {s}, {s}, 2) (cube_size {s}, channels {c} of "
+                          f"preset {preset.name!r})")

@@ -181,7 +181,10 @@ class _NpyStream:
         if self._done:
             return
         if not self._f.closed:
-            self._f.close()
+            try:
+                self._f.close()
+            except OSError:  # a full disk fails the final flush; the file is closed anyway and removed below
+                pass
         self.path.unlink(missing_ok=True)
 
 
@@ -240,9 +243,10 @@ def check_files(folder: Path, files: dict, full: bool) -> str | None:
 
 
 # ---------------------------------------------------------------- writing a clip
-def _check_name(name: str) -> None:
-    if not name or name.startswith(".") or "/" in name or "\\" in name or name in ("..",):
-        raise DataError(None, f"clip or split name {name!r} cannot be a store folder name")
+def _check_name(name: str, where: Path | None = None) -> None:
+    """A clip or split name that is one plain folder name (``where``: the file it came from, for the message)."""
+    if not isinstance(name, str) or not name or name.startswith(".") or "/" in name or "\\" in name:
+        raise DataError(where, f"clip or split name {name!r} cannot be a store folder name")
 
 
 def clip_dir(root: Path, split: str, name: str) -> Path:
@@ -308,6 +312,9 @@ class ClipWriter:
         }
         write_json_atomic(self.tmp / DONE, done)
         old = None
+        if self.final.exists() and not (self.final / DONE).is_file():
+            raise DataError(self.final, "exists and is not a cube shard (no done.json); refusing to replace it "
+                                        "(is the store's folder a dataset's?)")
         if self.final.exists():
             old = self.final.parent / f".{self.final.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.replace(self.final, old)
@@ -358,6 +365,30 @@ def reuse_problem(root: Path, split: str, name: str, settings_h: str, source_h: 
     return None
 
 
+def _store_key(settings_h: str, clip_keys: list[str]) -> str:
+    """The key of a store: its settings and every clip (its key: settings and source), in dataset order."""
+    return hashlib.sha256((settings_h + "".join(clip_keys)).encode()).hexdigest()
+
+
+def _check_manifest_key(path: Path, manifest: dict) -> None:
+    """A manifest edited after preparing (a clip removed or renamed, a setting changed) no longer
+    matches its key: refuse it rather than evaluate on what is left."""
+    try:
+        for split, names in manifest["splits"].items():
+            _check_name(split, path)
+            for name in names:
+                _check_name(name, path)
+        keys = [manifest["clips"][f"{split}/{name}"]["key"] for split, names in manifest["splits"].items()
+                for name in names]
+        ok = (settings_hash(manifest["settings"]) == manifest["settings_hash"]
+              and _store_key(manifest["settings_hash"], keys) == manifest["key"])
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise DataError(path, f"malformed manifest (missing or bad entry {exc}); re-run `amsrc prepare`") from None
+    if not ok:
+        raise DataError(path, "the manifest does not match its key: it was edited after preparing (a clip "
+                              "removed or renamed, a setting changed); re-run `amsrc prepare` to rewrite it")
+
+
 def write_manifest(
     root: Path,
     settings: dict,
@@ -380,7 +411,7 @@ def write_manifest(
             continue
         clips[f"{split}/{name}"] = {k: done[k] for k in ("key", "source", "n_frames", "n_cubes", "files")}
     sh = settings_hash(settings)
-    store_key = hashlib.sha256((sh + "".join(k for _, _, k in clip_order)).encode()).hexdigest()
+    store_key = _store_key(sh, [k for _, _, k in clip_order])
     manifest = {
         "store_format": STORE_FORMAT,
         "preset": preset,
@@ -458,6 +489,7 @@ class CubeStore:
                 f"store incomplete: {len(missing)} clip(s) not prepared ({shown}); run `amsrc prepare` "
                 "(without --shard) to finish it",
             )
+        _check_manifest_key(path, manifest)
         store = cls(root, manifest)
         for split in store.splits():
             for name in store.clips(split):

@@ -39,7 +39,7 @@ from amsrc.errors import DataError
 from amsrc.model.inputs import to_channels_last
 from amsrc.model.network import build_model
 from amsrc.prepare.features import SpeedStats
-from amsrc.scoring import TrainStats
+from amsrc.scoring import STD_FLOOR, TrainStats
 from amsrc.utils import atomic_path
 
 MODEL_FORMAT = "amsrc-model"  # "format" of model.pt
@@ -109,6 +109,7 @@ class Checkpoint:
     footage: FootageInfo | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     background: np.ndarray | None = None  # (H, W) uint8: box method "bg"'s training background
+    store_key: str | None = None  # key of the cube store it was trained on (settings + sources)
     version: str = __version__  # amsrc version that wrote the file
     format_version: int = FORMAT_VERSION
 
@@ -134,7 +135,7 @@ class Checkpoint:
                 "n_cubes": self.n_cubes, "threshold": None if self.threshold is None else self.threshold.to_dict(),
                 "footage": None if self.footage is None else self.footage.to_dict(), "extras": dict(self.extras),
                 "background": None if self.background is None else torch.from_numpy(np.ascontiguousarray(self.background)),
-                "version": self.version}
+                "store_key": self.store_key, "version": self.version}
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (a temporary name, then rename)."""
@@ -164,6 +165,8 @@ class Checkpoint:
             raise DataError(path, f"the checkpoint's config does not match this amsrc version {__version__} "
                                   f"(written by {state['version']}): {exc}") from None
         stats = TrainStats.from_dict(state["train_stats"], source=path)
+        _check_finite_weights(state["model"], path)
+        _check_used_stds(stats, preset, path)
         if fv == 1:  # the first build kept what `fit` learned at the top level
             thr = None if state.get("threshold") is None else {
                 "value": state["threshold"], "low": state.get("threshold_low", state["threshold"]),
@@ -178,8 +181,29 @@ class Checkpoint:
             threshold=None if thr is None else Threshold.from_dict(thr, path),
             footage=None if foot is None or all(v is None for v in foot.values()) else FootageInfo.from_dict(foot, path),
             extras=dict(extras), background=_background(state.get("background"), path),
+            store_key=state.get("store_key") if isinstance(state.get("store_key"), str) else None,
             version=str(state["version"]), format_version=FORMAT_VERSION,
         )
+
+
+def _check_finite_weights(weights: Any, path: Path) -> None:
+    """Refuse weights that hold NaN or infinity (a diverged training): every score would be NaN."""
+    if not isinstance(weights, dict):
+        raise DataError(path, "the checkpoint's model is not a state dict of tensors")
+    for name, t in weights.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise DataError(path, f"the weights hold NaN or infinite values (tensor {name!r}): the training "
+                                  "diverged or the file was damaged; train again")
+
+
+def _check_used_stds(stats: TrainStats, preset: Preset, path: Path) -> None:
+    """A cue the score uses (weight != 0) needs a spread over the training objects: a std of 0 would
+    turn every score of that cue into +-1e6 (STD_FLOOR)."""
+    for cue, w, std in (("S_f", preset.score.w_f, stats.s_f_std), ("S_p", preset.score.w_p, stats.s_p_std)):
+        if w != 0 and not std > STD_FLOOR:  # NaN too
+            raise DataError(path, f"train_stats: the std of {cue} over the training objects is {std:g} but the "
+                                  f"score weighs it by {w:g}; a constant training score cannot be standardised "
+                                  "(a damaged file, or a training set of identical objects)")
 
 
 def _background(value: Any, path: Path) -> np.ndarray | None:

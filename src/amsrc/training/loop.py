@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import StepLR
 from tqdm import tqdm
 
-from amsrc.config import Preset
+from amsrc.config import Preset, config_diff
 from amsrc.errors import ConfigError, DataError
 from amsrc.model.inputs import check_cubes, to_channels_last, to_tensors
 from amsrc.model.losses import amsrc_loss, decay_weights
@@ -92,18 +92,6 @@ class CubeSet:
 _RESUME_MAY_CHANGE = {"name", "train.epochs", "train.threads"}  # settings a resumed run may change
 
 
-def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """Dotted names of the settings that differ between two preset dicts."""
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _config_diff(va, vb, f"{prefix}{k}.")
-        elif (list(va) if isinstance(va, (list, tuple)) else va) != (list(vb) if isinstance(vb, (list, tuple)) else vb):
-            out.append(f"{prefix}{k}")
-    return out
-
-
 # ---------------------------------------------------------------- log
 def _write_log(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
@@ -123,10 +111,11 @@ def _read_log(path: Path, upto_epoch: int) -> list[dict]:
 
 # ---------------------------------------------------------------- training
 def train_model(data, preset: Preset, out_dir: Path, resume: bool = False, device: str = "cpu",
-                progress: bool = True, background: np.ndarray | None = None) -> Path:
+                progress: bool = True, background: np.ndarray | None = None, store_key: str | None = None) -> Path:
     """Train ``preset.model`` on ``data`` for ``preset.train.epochs`` epochs; return out_dir/model.pt.
 
-    ``background``: the training background of box method "bg", kept in model.pt for scoring.
+    ``background``: the training background of box method "bg", kept in model.pt for scoring;
+    ``store_key``: the key of the cube store the data came from, recorded in model.pt.
 
     ``resume``: continue from out_dir/last.pt when it exists (same settings and data required; the
     epoch count may be raised to train further); otherwise start afresh.
@@ -195,7 +184,8 @@ def train_model(data, preset: Preset, out_dir: Path, resume: bool = False, devic
     distributed.broadcast_buffers(model, d)
     stats = training_stats(model, cubes, mc.flow_scale, d, dev, batch_size=max(512, per_rank_batch))
     if d.main:
-        Checkpoint.of(model, preset, stats, epoch=tc.epochs, n_cubes=n, background=background).save(model_path)
+        Checkpoint.of(model, preset, stats, epoch=tc.epochs, n_cubes=n, background=background,
+                      store_key=store_key).save(model_path)
     distributed.finish(d)
     return model_path
 
@@ -204,7 +194,7 @@ def _resume(last_path: Path, preset: Preset, n: int, model, optimizer, scheduler
     """Load the interrupted run's state from ``last_path`` into model, optimizer, scheduler and torch's
     RNG after checking it is the same run; return the number of epochs it had finished."""
     state = load_state(last_path)
-    changed = [k for k in _config_diff(state["config"], preset.to_dict()) if k not in _RESUME_MAY_CHANGE]
+    changed = [k for k in config_diff(state["config"], preset.to_dict()) if k not in _RESUME_MAY_CHANGE]
     if changed:
         raise ConfigError(f"{last_path}: cannot resume, settings differ from the interrupted run: {', '.join(changed)}")
     if state["n_cubes"] != n:
