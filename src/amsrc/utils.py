@@ -1,4 +1,9 @@
-"""Small shared helpers: atomic writes."""
+"""Small shared helpers: output checks, atomic writes, read-ahead.
+
+Outputs never touch inputs: :func:`check_output` is what every command calls on each output path
+before any work (refuse an input, a path inside a dataset tree, the wrong kind of path, an
+unwritable place); :func:`atomic_path` then writes under a temporary name and renames.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,71 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+from amsrc.errors import ConfigError, DataError
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a == b or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _inside(path: Path, tree: Path) -> bool:
+    return path == tree or tree in path.parents
+
+
+def check_writable(path: Path) -> None:
+    """The nearest existing folder at or above ``path``'s parent accepts a new file (tried, then
+    removed: permission bits do not tell for root or read-only mounts); DataError naming ``path``."""
+    anc = path.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise DataError(path, f"cannot be created: {anc} is a file, not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".amsrc-write-check-", dir=anc)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise DataError(path, f"cannot write there: {anc} is not writable ({exc.strerror or exc})") from None
+
+
+def check_output(path: str | Path, kind: str, option: str, inputs: dict[str, str | Path | None] | None = None,
+                 trees: dict[str, str | Path | None] | None = None) -> Path:
+    """Check an output path before any work is done; return it resolved.
+
+    kind "file" or "dir" (an existing path of the other kind is refused); ``option`` names it in
+    messages (e.g. "--csv"). ``inputs``: {role: path} of files or folders the command reads, which
+    the output must not be (nor, for a folder output, contain); ``trees``: {role: folder} of input
+    trees (a dataset, a cube store) the output must not lie inside. The nearest existing folder must
+    accept a new file. Raises DataError naming the output path.
+    """
+    if kind not in ("file", "dir"):
+        raise ValueError(f"kind must be 'file' or 'dir', got {kind!r}")
+    out = Path(os.path.abspath(Path(path).expanduser()))
+    real = Path(os.path.realpath(out))
+    if kind == "file" and out.is_dir():
+        raise DataError(out, f"is a folder; {option} needs a file name")
+    if kind == "dir" and out.exists() and not out.is_dir():
+        raise DataError(out, f"is a file; {option} needs a folder")
+    for role, src in (inputs or {}).items():
+        if src is None:
+            continue
+        src_p = Path(os.path.realpath(Path(src).expanduser()))
+        if _same(real, src_p):
+            raise DataError(out, f"is the {role}; {option} must not overwrite an input")
+        if kind == "dir" and _inside(src_p, real):
+            raise DataError(out, f"contains the {role} {src}; {option} must be a folder of its own")
+    for role, tree in (trees or {}).items():
+        if tree is None:
+            continue
+        tree_p = Path(os.path.realpath(Path(tree).expanduser()))
+        if tree_p.is_dir() and _inside(real, tree_p):
+            raise DataError(out, f"lies inside the {role} {tree}; {option} must be outside it")
+    check_writable(out)
+    return out
 
 
 def temp_beside(path: str | Path) -> Path:
@@ -81,3 +151,23 @@ def prefetch(iterable, depth: int = 4):
             yield item
     finally:
         stop.set()
+
+
+def check_device(device: str) -> str:
+    """``device`` if this torch can run on it ("cpu", "cuda", "cuda:N"); ConfigError otherwise,
+    before any work (a CPU build of torch asked for cuda, an unknown name, a missing GPU index)."""
+    import torch
+
+    name = str(device).strip().lower()
+    if name == "cpu":
+        return "cpu"
+    kind, _, idx = name.partition(":")
+    if kind != "cuda" or (idx and not idx.isdigit()):
+        raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise ConfigError(f"--device {device}: no CUDA device is usable (torch {torch.__version__} is {build}); "
+                          "use --device cpu")
+    if idx and int(idx) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return name

@@ -2,13 +2,19 @@
 
 One module per command group (:mod:`~amsrc.cli.data`, :mod:`~amsrc.cli.experiment`,
 :mod:`~amsrc.cli.live`, :mod:`~amsrc.cli.export`), each with ``add_parsers(sub)`` and its
-``cmd_*`` handlers. Every handler returns an exit code; library errors
-(:class:`amsrc.errors.AmsrcError`) are printed as ``error: ...`` on stderr with exit code 2.
+``cmd_*`` handlers. Every handler returns an exit code.
+
+One handler at the edge (:func:`main`): the project's errors (:class:`amsrc.errors.AmsrcError`)
+and the operating system's (:class:`OSError`: permission, disk full, is-a-directory ...) are one
+line ``error: PATH: what`` on stderr and exit code 2; Ctrl-C exits 130; anything else is a bug and
+keeps its traceback. Commands check their outputs before any work
+(:func:`amsrc.utils.check_output`) and write them atomically, so a failed run leaves none.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from amsrc import __version__
@@ -25,6 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+OUTPUT_OPTIONS = ("out", "csv", "jsonl", "events", "overlay", "report", "onnx", "work")  # what a command writes
+
+
+def os_error_message(exc: OSError, args: argparse.Namespace) -> str:
+    """One line for an OSError: the path it names, else the command's outputs (a full disk names no file)."""
+    what = exc.strerror or str(exc)
+    if exc.filename is not None:
+        where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+        return f"{where}: {what}"
+    outs = [str(getattr(args, k)) for k in OUTPUT_OPTIONS if getattr(args, k, None) not in (None, "")]
+    return f"{what} (while writing {', '.join(outs)})" if outs else what
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -35,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # our reader went away (`| head`): stop quietly, no flush error at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as exc:
+        print(f"error: {os_error_message(exc, args)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

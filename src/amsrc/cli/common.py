@@ -1,12 +1,45 @@
-"""What every command group shares: the device and progress options, the dataset summary."""
+"""What every command group shares: the device and progress options, checked numbers, the dataset summary."""
 
 from __future__ import annotations
 
 import argparse
+import math
+
+from amsrc.errors import ConfigError
+from amsrc.utils import check_device
+
+
+def _number(kind, low: float | None, low_open: bool, what: str):
+    """An argparse ``type`` that parses ``kind`` and refuses NaN, infinities and values under ``low``."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if isinstance(v, float) and not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        if low is not None and (v <= low if low_open else v < low):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+finite_float = _number(float, None, False, "a finite number")
+positive_float = _number(float, 0.0, True, "a number > 0")
+positive_int = _number(int, 1, False, "an integer >= 1")
+nonneg_int = _number(int, 0, False, "an integer >= 0")
+
+
+def device_arg(text: str) -> str:
+    try:
+        return check_device(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

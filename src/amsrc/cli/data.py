@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from amsrc.cli.common import print_summary
+from amsrc.cli.common import nonneg_int, positive_float, positive_int, print_summary
 from amsrc.config import get_preset
 from amsrc.data.inject import KINDS, InjectSettings, inject
 from amsrc.data.layouts import load_dataset
 from amsrc.data.synth import write_scene
 from amsrc.prepare.run import prepare_dataset
+from amsrc.utils import check_output
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
@@ -21,7 +22,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    out = Path(args.out)
+    out = check_output(args.out, "dir", "OUT")
     reused = out.is_dir() and any(out.iterdir())  # write_scene only accepts the same scene there
     index = write_scene(out, seed=args.seed)
     verb = "found the same synthetic scene (not rewritten) in" if reused else "wrote synthetic scene to"
@@ -32,7 +33,12 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 def cmd_data_inject(args: argparse.Namespace) -> int:
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
-    res = inject(args.sources, Path(args.out),
+    srcs = {f"source {s}": s for s in args.sources}
+    trees = {f"source {s}": s for s in args.sources if Path(s).is_dir()}
+    out = check_output(args.out, "dir", "--out", srcs, trees)
+    if args.preview:
+        check_output(args.preview, "file", "--preview", srcs, trees)
+    res = inject(args.sources, out,
                  InjectSettings(seed=args.seed, kinds=kinds, holdout=args.holdout, fps=args.fps), preview=args.preview)
     print(res.format())
     if args.preview:
@@ -42,10 +48,11 @@ def cmd_data_inject(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
+    out = check_output(args.out, "dir", "--out", {"dataset": args.root}, {"dataset": args.root})
     report = prepare_dataset(
         Path(args.root),
         preset.prepare,
-        Path(args.out),
+        out,
         workers=args.workers,
         shard=args.shard,
         progress=not args.no_progress,
@@ -71,19 +78,19 @@ def add_parsers(sub) -> None:
     check.set_defaults(func=cmd_data_check)
     synth = dsub.add_parser("synth", help="write a small synthetic surveillance dataset")
     synth.add_argument("out", help="output folder (frames layout)")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=nonneg_int, default=0)
     synth.set_defaults(func=cmd_data_synth)
     inj = dsub.add_parser("inject", help="composite pseudo-anomalies into held-out normal clips: a labelled "
                                          "validation set (frames layout) from normal footage alone")
     inj.add_argument("sources", nargs="+", help="normal clips (frame folders or video files, one by one) or a "
                      "dataset root (its training split); the last --holdout clips are injected, the others copied")
     inj.add_argument("--out", required=True, help="output folder (new or empty; a folder holding the same set is kept)")
-    inj.add_argument("--seed", type=int, default=0, help="random seed (default 0): same seed, same bytes")
+    inj.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0): same seed, same bytes")
     inj.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated kinds, one event per held-out clip "
                      f"in turn (default {','.join(KINDS)})")
-    inj.add_argument("--holdout", type=int, default=None, help="held-out clips (the last ones; default a quarter, "
+    inj.add_argument("--holdout", type=positive_int, default=None, help="held-out clips (the last ones; default a quarter, "
                      "at least 1)")
-    inj.add_argument("--fps", type=float, default=None, help="frame rate of the footage, for the seconds an object "
+    inj.add_argument("--fps", type=positive_float, default=None, help="frame rate of the footage, for the seconds an object "
                      "loiters (default: the video's; 25 for frame folders)")
     inj.add_argument("--preview", default=None, help="also write a PNG: one injected frame beside the original")
     inj.set_defaults(func=cmd_data_inject)
@@ -92,7 +99,7 @@ def add_parsers(sub) -> None:
     prep.add_argument("root", help="dataset root (any layout `amsrc data check` knows)")
     prep.add_argument("--preset", default="default", help="settings preset (ped2, avenue, shanghaitech, synthetic, default)")
     prep.add_argument("--out", required=True, help="cube store folder")
-    prep.add_argument("--workers", type=int, default=1, help="clips prepared in parallel")
+    prep.add_argument("--workers", type=positive_int, default=1, help="clips prepared in parallel")
     prep.add_argument("--shard", default=None, help="k/N: prepare only the k-th of N parts of the clips (1-based)")
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
     prep.set_defaults(func=cmd_prepare)

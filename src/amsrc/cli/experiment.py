@@ -5,39 +5,44 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from amsrc.cli.common import add_common
+from amsrc.cli.common import add_common, nonneg_int, positive_int
 from amsrc.data.synth import write_scene
 from amsrc.detector import AMSRC
 from amsrc.eval.evaluate import evaluate
 from amsrc.eval.pipeline import format_result, run_pipeline
 from amsrc.prepare.store import CubeStore
+from amsrc.utils import check_output
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    out = check_output(args.out, "dir", "--out", {"cube store": args.store}, {"cube store": args.store})
     store = CubeStore.open(Path(args.store))
     det = AMSRC(preset=args.preset, variant=args.variant, epochs=args.epochs, device=args.device,
                 progress=not args.no_progress)
-    det.fit(store, Path(args.out), resume=args.resume)
+    det.fit(store, out, resume=args.resume)
     print(f"model: {det.checkpoint_}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    out = check_output(args.out, "dir", "--out", {"model": args.model, "cube store": args.store},
+                       {"cube store": args.store})
     det = AMSRC.load(Path(args.model), device=args.device)
-    result = evaluate(det, CubeStore.open(Path(args.store)), Path(args.out), split=args.split)
+    result = evaluate(det, CubeStore.open(Path(args.store)), out, split=args.split)
     print(format_result(result))
-    print(f"results: {Path(args.out) / 'results.json'}")
+    print(f"results: {out / 'results.json'}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    run_pipeline(Path(args.root), args.preset, Path(args.out), variant=args.variant, epochs=args.epochs,
+    out = check_output(args.out, "dir", "--out", {"dataset": args.root}, {"dataset": args.root})
+    run_pipeline(Path(args.root), args.preset, out, variant=args.variant, epochs=args.epochs,
                  workers=args.workers, device=args.device, progress=not args.no_progress)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    out = Path(args.out)
+    out = check_output(args.out, "dir", "--out")
     scene = out / "scene"
     if not (scene / "training").is_dir():
         write_scene(scene, seed=args.seed)
@@ -51,9 +56,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     tr = sub.add_parser("train", help="train on the training cubes of a cube store")
     tr.add_argument("store", help="cube store written by `amsrc prepare`")
-    tr.add_argument("--preset", default="default")
+    tr.add_argument("--preset", default=None, help="settings preset (default: the one the store was prepared with, "
+                    "with the store's prepare settings; a preset that disagrees with the store is refused)")
     tr.add_argument("--variant", default=None, help="amsrc, nogate or baseline (paper Table 2)")
-    tr.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    tr.add_argument("--epochs", type=positive_int, default=None, help="override the preset's epochs")
     tr.add_argument("--out", required=True, help="folder for the log, checkpoints and model.pt")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     add_common(tr)
@@ -71,15 +77,15 @@ def add_parsers(sub) -> None:
     run.add_argument("root", help="dataset root")
     run.add_argument("--preset", default="default")
     run.add_argument("--variant", default=None, help="amsrc, nogate or baseline")
-    run.add_argument("--epochs", type=int, default=None)
-    run.add_argument("--workers", type=int, default=1)
+    run.add_argument("--epochs", type=positive_int, default=None)
+    run.add_argument("--workers", type=positive_int, default=1)
     run.add_argument("--out", required=True)
     add_common(run)
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="the whole pipeline on a built-in synthetic scene")
     demo.add_argument("--out", default="amsrc-demo", help="output folder (default ./amsrc-demo)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--workers", type=int, default=1)
+    demo.add_argument("--seed", type=nonneg_int, default=0)
+    demo.add_argument("--workers", type=positive_int, default=1)
     add_common(demo)
     demo.set_defaults(func=cmd_demo)

@@ -17,10 +17,12 @@ is whichever of the three is largest in standard units.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from amsrc.errors import ConfigError
 from amsrc.prepare.features import SpeedStats
 from amsrc.scoring import zscore
 
@@ -84,10 +86,12 @@ class EventDetector:
     events: list = field(default_factory=list)  # closed events (end records)
 
     def __post_init__(self):
-        if self.threshold_low is None or self.threshold_low > self.threshold:
+        if not math.isfinite(self.threshold):
+            raise ConfigError(f"the threshold must be a finite number, got {self.threshold!r}")
+        if self.threshold_low is None or not self.threshold_low <= self.threshold:  # NaN too
             self.threshold_low = self.threshold
         if self.min_frames < 1 or self.end_frames < 1:
-            raise ValueError("min_frames and end_frames must be >= 1")
+            raise ConfigError(f"min_frames and end_frames must be >= 1, got {self.min_frames} and {self.end_frames}")
 
     def _boxes(self, r) -> list:
         order = np.argsort(-r.object_scores) if r.object_scores.size else []

@@ -35,8 +35,9 @@ class ScoreSummary:
     fps: float  # frames scored per second of wall time (end to end: read + score + write)
     live: bool
     max_lag_s: float  # live sources: largest delay of a scored frame behind the stream clock
-    interrupted: bool  # Ctrl-C
+    interrupted: bool  # stopped early: Ctrl-C, or the reader of the output went away
     rescaled: str | None  # "WxH -> WxH" when frames were resized to the fitted size
+    reader_gone: bool = False  # stopped because the reader of the output went away (`| head`), not Ctrl-C
 
     def format(self) -> str:
         s = (f"scored {self.frames} frames of {self.source} in {self.seconds:.1f} s "
@@ -50,7 +51,9 @@ class ScoreSummary:
             s += f"; max lag behind the stream {self.max_lag_s:.2f} s"
         if self.rescaled:
             s += f"; frames rescaled {self.rescaled}"
-        if self.interrupted:
+        if self.reader_gone:
+            s += " (output closed by its reader)"
+        elif self.interrupted:
             s += " (interrupted)"
         return s
 
@@ -217,7 +220,7 @@ def score_source(detector, source, frames_out, *, fmt: str = "jsonl", events_out
              "scores only, no yes/no and no events")
     lag = _Lag(lag_warn_s, source.fps or DEFAULT_FPS, warn)
     throughput = (not source.live if throughput is None else throughput) and read_ahead > 0
-    n, interrupted, rescaled = 0, False, None
+    n, interrupted, rescaled, gone = 0, False, None, False
     last_index, last_time, last_shape = -1, 0.0, None
     t_wall0 = time.perf_counter()
     it = _stream(source, scorer, throughput, read_ahead)
@@ -246,7 +249,7 @@ def score_source(detector, source, frames_out, *, fmt: str = "jsonl", events_out
         interrupted = True
         warn("interrupted: flushing what was scored")
     except BrokenPipeError:  # the reader of our output went away (e.g. `| head`): stop quietly
-        interrupted = True
+        interrupted = gone = True
         warn("output closed by the reader: stopping")
         out.reader_gone()
     finally:
@@ -261,4 +264,4 @@ def score_source(detector, source, frames_out, *, fmt: str = "jsonl", events_out
     out.flush()
     secs = time.perf_counter() - t_wall0
     return ScoreSummary(source.name, n, source.skipped, source.reconnects, len(events.events) if events else 0, secs,
-                        n / secs if secs > 0 else 0.0, source.live, lag.max, interrupted, rescaled)
+                        n / secs if secs > 0 else 0.0, source.live, lag.max, interrupted, rescaled, gone)

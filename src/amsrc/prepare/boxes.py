@@ -31,6 +31,8 @@ Steps:
 
 from __future__ import annotations
 
+import logging
+
 import cv2
 import numpy as np
 
@@ -39,6 +41,8 @@ from amsrc.errors import ConfigError, DataError
 from amsrc.prepare.flow import check_gray_pair
 
 BOX_METHODS = ("diff", "bg", "mog2", "flow")
+MAX_BOXES = 256  # boxes per frame kept before merging (Ped2 has ~10); more is noise, and merging is quadratic
+log = logging.getLogger("amsrc")
 
 
 def _check_cfg(cfg: BoxConfig) -> None:
@@ -143,6 +147,7 @@ class BoxDetector:
                 raise ConfigError(f"the box background must be an (H, W) uint8 grey image, got "
                                   f"{background.dtype} {background.shape}")
         self.background = background if "bg" in self._methods else None
+        self._capped = False  # the box cap was noted (once per detector)
         self._mog2 = None
         self._kernel = None
         self.reset()
@@ -229,7 +234,16 @@ class BoxDetector:
             if w * h < cfg.min_area or w * h > max_area or max(w, h) > cfg.max_aspect * min(w, h):
                 continue
             boxes.append((x0, y0, x1, y1))
-        b = merge_overlapping(np.asarray(boxes, np.int64).reshape(-1, 4), cfg.nms_iou)
+        b = np.asarray(boxes, np.int64).reshape(-1, 4)
+        if len(b) > MAX_BOXES:  # noise, not objects: keep the largest (merging is quadratic in the count)
+            if not self._capped:
+                log.warning("note: %d motion boxes in one frame (%dx%d); only the %d largest are kept (noise "
+                            "or flicker? raise the box threshold)", len(b), W, H,
+                            MAX_BOXES)
+                self._capped = True
+            area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+            b = b[np.sort(np.argsort(-area, kind="stable")[:MAX_BOXES])]
+        b = merge_overlapping(b, cfg.nms_iou)
         m = int(cfg.margin)
         b = b + np.array([-m, -m, m, m])
         b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, W)

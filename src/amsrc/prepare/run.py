@@ -29,7 +29,7 @@ from amsrc.config import PrepareConfig
 from amsrc.data.index import Clip, DatasetIndex
 from amsrc.data.layouts import load_dataset
 from amsrc.data.readers import open_clip
-from amsrc.errors import AmsrcError, ConfigError, DataError
+from amsrc.errors import AmsrcError, ConfigError, DataError, WorkerError
 from amsrc.prepare import store as st
 from amsrc.prepare.background import background_hash, needs_background, training_background, write_background
 from amsrc.prepare.cubes import T_APPEARANCE, CubeExtractor
@@ -198,9 +198,11 @@ def _run_parallel(jobs: list[_Job], workers: int, bar) -> None:
                 try:
                     res = fut.result()
                 except BrokenProcessPool:
-                    raise RuntimeError(
-                        "a prepare worker process died (killed, out of memory, or the calling script lacks "
-                        "an `if __name__ == \"__main__\":` guard, which spawned workers need)"
+                    job = futures[fut]
+                    raise WorkerError(
+                        f"a prepare worker process died while preparing {job.split}/{job.clip.name} ({job.clip.source}): "
+                        "killed, out of memory, or the calling script lacks an `if __name__ == \"__main__\":` guard, "
+                        "which spawned workers need; run the same command again to resume (finished clips are kept)"
                     ) from None
                 if "error" in res:
                     _raise_worker_error(res, futures[fut])
