@@ -183,13 +183,17 @@ def test_resolution_mismatch_rescaled_or_refused(fitted, tmp_path, capsys):
     assert "--strict-size" in capsys.readouterr().err
 
 
-def test_corrupt_frame_skipped_and_scoring_continues(fitted, tmp_path, capsys):
+def test_corrupt_frame_refused_or_skipped(fitted, tmp_path, capsys):
+    """--on-corrupt error (the default): exit 2 naming the frame file, no output; warn: skipped, scoring goes on."""
     from amsrc.cli import main
 
     src = write_folder(fitted["frames"][:30], tmp_path / "c")
     (src / "0010.png").write_bytes(b"not a png at all")
     out = tmp_path / "s.jsonl"
-    assert main(["score", str(fitted["model"]), str(src), "--jsonl", str(out)]) == 0
+    assert main(["score", str(fitted["model"]), str(src), "--jsonl", str(out)]) == 2
+    assert f"{src / '0010.png'}: unreadable image" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]  # nothing half-written
+    assert main(["score", str(fitted["model"]), str(src), "--jsonl", str(out), "--on-corrupt", "warn"]) == 0
     frames = [r["frame"] for r in read_lines(out) if r["type"] == "frame"]
     assert frames == [i for i in range(30) if i != 10]
     err = capsys.readouterr().err
