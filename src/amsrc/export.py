@@ -98,8 +98,8 @@ def export_onnx(model_path: str | Path, out_path: str | Path, opset: int = OPSET
     TorchScript-based exporter (``dynamo=False``: works offline without onnxscript), dynamic batch,
     eval mode (batch norm uses its running statistics). Written atomically. Returns ``out_path``.
     """
+    ck = Checkpoint.load(model_path)  # a bad model is named before a missing package
     onnx = _require("onnx")
-    ck = Checkpoint.load(model_path)
     model, preset, stats = ck.build_model("cpu", source=model_path), ck.preset, ck.train_stats.to_dict()
     model = model.to(memory_format=torch.contiguous_format).eval()
     c, s = preset.prepare.channels, preset.prepare.cube_size
