@@ -140,7 +140,7 @@ def test_cli_fault(world, tmp_path, capsys, case, argv, rc, says):
     for s in says:
         assert s.format(**sub) in err, err
     assert "Traceback" not in err
-    assert len([ln for ln in err.splitlines() if ln.startswith("error") or ": error:" in ln]) == 1, err  # one line (argparse adds its usage)
+    assert len([ln for ln in err.splitlines() if ln.startswith("error") or ": error:" in ln]) == 1, err  # one line, and argparse's usage
     assert _digest(inputs) == before  # no input touched
     assert (work / "file").read_text() == "not a folder\n"
     assert sorted(p.name for p in work.iterdir()) == ["file"]  # no output begun
