@@ -408,7 +408,7 @@ def test_commit_refuses_to_replace_a_folder_that_is_not_a_shard(tmp_path):
     keep.mkdir(parents=True)
     (keep / "0001.jpg").write_bytes(b"a user's frame")
     w = ClipWriter(tmp_path, "training", "frames", 32, 1)
-    with pytest.raises(DataError, match="is not a cube shard"):
+    with pytest.raises(DataError, match="0001.jpg.*not part of a cube shard"):
         w.commit({"key": "k"})
     w.abort()
     assert (keep / "0001.jpg").read_bytes() == b"a user's frame"
@@ -479,3 +479,19 @@ def test_strict_size_refusal_on_stdin_without_fatal_error(world):
     err = p.stderr.decode()
     assert p.returncode == 2, err
     assert "--strict-size" in err and "Fatal Python error" not in err and "Traceback" not in err, err
+
+
+def test_disk_full_while_training_leaves_no_checkpoint(world, tmp_path, capsys, monkeypatch):
+    """torch.save fails with ENOSPC at the first checkpoint: one line naming the output, no temporary file."""
+    real = torch.save
+
+    def save(obj, f, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", save)
+    out = tmp_path / "train"
+    rc, err = _run(["train", world["store"], "--out", out, "--epochs", "1", "--no-progress"], capsys)
+    monkeypatch.setattr(torch, "save", real)
+    assert rc == 2 and "No space left on device" in err and f"while writing {out}" in err and "Traceback" not in err, err
+    assert not _leftovers(tmp_path)
+    assert not any(p.suffix == ".pt" for p in out.rglob("*"))

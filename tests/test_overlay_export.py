@@ -178,7 +178,8 @@ def test_onnx_check_catches_a_different_network_and_cli(tmp_path, capsys):
 def test_onnx_missing_package_names_pip_command(tmp_path, monkeypatch):
     from amsrc.export import export_onnx
 
+    ckpt = _tiny_checkpoint(tmp_path / "model.pt", "amsrc")  # a good model: the missing package is the only fault
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
     with pytest.raises(ConfigError, match=r"pip install onnx onnxruntime"):
-        export_onnx(tmp_path / "missing.pt", tmp_path / "m.onnx")
+        export_onnx(ckpt, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()

@@ -312,9 +312,11 @@ class ClipWriter:
         }
         write_json_atomic(self.tmp / DONE, done)
         old = None
-        if self.final.exists() and not (self.final / DONE).is_file():
-            raise DataError(self.final, "exists and is not a cube shard (no done.json); refusing to replace it "
-                                        "(is the store's folder a dataset's?)")
+        if self.final.exists():
+            foreign = _foreign_entries(self.final)
+            if foreign:
+                raise DataError(self.final, f"exists and holds {foreign[0].name!r}, which is not part of a cube "
+                                            "shard; refusing to replace it (is the store's folder a dataset's?)")
         if self.final.exists():
             old = self.final.parent / f".{self.final.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.replace(self.final, old)
@@ -327,6 +329,13 @@ class ClipWriter:
         for s in self._streams.values():
             s.discard()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _foreign_entries(folder: Path) -> list[Path]:
+    """What in an existing clip folder a shard would not have written (anything but .npy files and done.json)."""
+    if not folder.is_dir():
+        return [folder]
+    return sorted(p for p in folder.iterdir() if not (p.is_file() and (p.suffix == ".npy" or p.name == DONE)))
 
 
 def remove_stale_temps(root: Path, split: str, name: str) -> None:
