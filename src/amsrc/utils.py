@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import queue
+import signal
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -125,6 +126,8 @@ def prefetch(iterable, depth: int = 4):
     done = object()
 
     def run():
+        if hasattr(signal, "pthread_sigmask"):  # Ctrl-C goes to the main thread, never to this one
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             for item in iterable:
                 while not stop.is_set():
@@ -143,7 +146,10 @@ def prefetch(iterable, depth: int = 4):
     th.start()
     try:
         while True:
-            exc, item = q.get()
+            try:  # a wait with a timeout, so a pending Ctrl-C is raised here within 0.1 s
+                exc, item = q.get(timeout=0.1)
+            except queue.Empty:
+                continue
             if exc is not None:
                 raise exc
             if item is done:
