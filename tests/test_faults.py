@@ -123,6 +123,12 @@ CASES = [
      ["{store}", "prepared with other settings", "boxes.min_area (store: 60, preset 'default': 10)"]),
     ("train --preset that disagrees with the store", ["train", "{store}", "--preset", "ped2", "--out", W_ + "/t"], 2,
      ["prepared with preset 'synthetic'", "disagrees with preset 'ped2'", "boxes.method"]),
+    ("train --set of a prepare setting", ["train", "{store}", "--set", "prepare.cube_size=16", "--out", W_ + "/t"], 2,
+     ["--set prepare.cube_size", "the cube store's"]),
+    ("train --set of an unknown key", ["train", "{store}", "--set", "model.skip=1", "--out", W_ + "/t"], 2,
+     ["model has no setting 'skip'", "skips"]),
+    ("run --set of a wrong type", ["run", "{root}", "--set", "train.lr=fast", "--out", W_ + "/r"], 2,
+     ["--set train.lr=fast: expected float"]),
 ]
 
 
@@ -255,6 +261,20 @@ def test_train_takes_the_stores_settings(world):
         {k: v for k, v in json.loads(json.dumps(store.settings)).items() if k != "background"}
     with pytest.raises(ConfigError, match="disagrees with preset 'ped2'"):
         AMSRC(preset="ped2").fit(store, "unused")
+
+
+def test_set_reaches_the_model_file(world, tmp_path, capsys):
+    """``train --set`` changes the preset the model is trained with, and model.pt records it."""
+    from amsrc.detector import AMSRC
+
+    out = tmp_path / "t"
+    rc, err = _run(["train", world["store"], "--out", out, "--epochs", "1", "--no-progress",
+                    "--set", "model.skips=1", "--set", "model.widths=tiny", "--set", "train.lr=0.002"], capsys)
+    assert rc == 0, err
+    det = AMSRC.load(out / "model.pt")
+    p = det.preset_
+    assert (p.model.skips, p.model.widths, p.train.lr, p.train.epochs) == (1, (8, 16, 32, 64), 0.002, 1)
+    assert not det.model_.up3.skip and det.model_.up1.skip
 
 
 # ------------------------------------------------------------------ video truth comes from decoding

@@ -113,6 +113,30 @@ def test_bad_model_settings():
         build_model(ModelConfig(widths=TINY), 1, 30)
     with pytest.raises(ConfigError, match="4 positive"):
         build_model(ModelConfig(widths=(8, 16, 32)), 1, 32)
+    with pytest.raises(ConfigError, match="model.skips must be 0, 1, 2 or 3"):
+        build_model(ModelConfig(widths=TINY, skips=4), 1, 32)
+
+
+@pytest.mark.parametrize("skips", [0, 1, 2, 3])
+def test_skips_decide_which_appearance_maps_reach_the_decoder(skips):
+    """With ``skips`` = k the decoder sees the fused bottleneck and only the k coarsest appearance
+    maps: zeroing any finer map leaves the prediction as it is, zeroing a kept one changes it."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(widths=TINY, skips=skips), 1, 32).eval()
+    a, f = torch.rand(3, 4, 32, 32), torch.randn(3, 8, 32, 32)
+    with torch.no_grad():
+        ref = model(a, f).pred
+        for level in range(3):  # 0: the full-size map s0, 1: s1 (S/2), 2: s2 (S/4)
+            def zero(_m, _inp, maps, level=level):
+                return [torch.zeros_like(m) if i == level else m for i, m in enumerate(maps)]
+
+            h = model.appearance.register_forward_hook(zero)
+            try:
+                got = model(a, f).pred
+            finally:
+                h.remove()
+            kept = level >= 3 - skips  # skips keeps the coarsest: s2 first, then s1, then s0
+            assert (not torch.equal(got, ref)) == kept, (skips, level)
 
 
 def test_channels_last_same_outputs():

@@ -82,6 +82,8 @@ class ModelConfig:
     flow_scale: float = 4.0  # flow vectors (image pixels) are divided by this before the network
     channels_last: bool = True  # run the network in channels-last memory layout (faster on CPU; same maths)
     standardise: bool = True  # consistency (loss and S_f) on bottlenecks standardised per feature with batch / running training statistics
+    # appearance skips into the decoder, coarsest first: 3 = all (the paper's UNet), 0 = only the fused bottleneck
+    skips: int = 3
 
 
 @dataclass
@@ -265,6 +267,59 @@ def describe_diff(a: dict, b: dict, a_name: str, b_name: str, ignore: tuple[str,
 
 def preset_names() -> list[str]:
     return sorted(_PRESETS)
+
+
+def _parse_value(text: str, current: Any, key: str) -> Any:
+    """``text`` as the type of the setting's current value (bool, int, float, str, tuple of ints, or
+    None-able float); widths also take a WIDTH_PRESETS name."""
+    t = text.strip()
+    if key == "model.widths" and t in ModelConfig.WIDTH_PRESETS:
+        return ModelConfig.WIDTH_PRESETS[t]
+    try:
+        if isinstance(current, bool):
+            if t.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return t.lower() in ("true", "1")
+        if isinstance(current, tuple):
+            return tuple(int(v) for v in t.split(","))
+        if current is None:
+            return None if t.lower() == "none" else float(t)
+        if isinstance(current, int):
+            return int(t)
+        if isinstance(current, float):
+            v = float(t)
+            if v != v or v in (float("inf"), float("-inf")):
+                raise ValueError
+            return v
+    except ValueError:
+        kind = "true or false" if isinstance(current, bool) else type(current).__name__
+        if isinstance(current, tuple):
+            kind = "comma-separated integers"
+        raise ConfigError(f"--set {key}={text}: expected {kind} (the current value is {current!r})") from None
+    return t
+
+
+def apply_overrides(preset: Preset, items: list[str] | tuple[str, ...] | None,
+                    allowed: tuple[str, ...] = ("model", "train", "score")) -> Preset:
+    """Apply ``SECTION.KEY=VALUE`` settings (``--set``) to ``preset`` in place and return it.
+
+    Only the sections in ``allowed`` may be set (prepare settings belong to the cube store); an
+    unknown key or a value of the wrong type is a ConfigError naming it and what was expected."""
+    for item in items or ():
+        key, eq, value = str(item).partition("=")
+        key = key.strip()
+        section, _, name = key.partition(".")
+        if not eq or not name:
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. model.skips=1")
+        if section not in allowed:
+            raise ConfigError(f"--set {key}: only {', '.join(s + '.*' for s in allowed)} can be set here "
+                              "(prepare settings are the cube store's: `amsrc prepare --preset`)")
+        cfg = getattr(preset, section)
+        names = [f.name for f in dataclasses.fields(cfg) if not f.name.startswith("_")]
+        if name not in names:
+            raise ConfigError(f"--set {key}: {section} has no setting {name!r}; it has {', '.join(names)}")
+        setattr(cfg, name, _parse_value(value, getattr(cfg, name), key))
+    return preset
 
 
 def get_preset(name: str) -> Preset:

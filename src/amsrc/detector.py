@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amsrc.config import PrepareConfig, Preset, describe_diff, get_preset, preset_names
+from amsrc.config import PrepareConfig, Preset, apply_overrides, describe_diff, get_preset, preset_names
 from amsrc.errors import ConfigError
 from amsrc.model.inputs import network_inputs
 from amsrc.scoring import ClipScores, ObjectScores, clip_scores, combine, empty_frame_score, object_scores
@@ -31,15 +31,19 @@ class AMSRC:
         default): the preset the store was prepared with, its prepare settings taken from the store.
     variant: overrides ``preset.model.variant`` ("amsrc", "nogate", "baseline").
     epochs: overrides ``preset.train.epochs``.
+    overrides: ``SECTION.KEY=VALUE`` settings of the model, train and score sections applied last
+        (``--set``), e.g. ``["model.skips=1", "train.lr=2e-4"]``.
     device: "cpu" or "cuda".
     progress: show progress bars.
     """
 
     def __init__(self, preset: str | Preset | None = None, variant: str | None = None,
-                 epochs: int | None = None, device: str = "cpu", progress: bool = True):
+                 epochs: int | None = None, device: str = "cpu", progress: bool = True,
+                 overrides: list[str] | tuple[str, ...] = ()):
         self.preset = preset
         self.variant = variant
         self.epochs = epochs
+        self.overrides = tuple(overrides)
         self.device = device
         self.progress = progress
 
@@ -60,6 +64,7 @@ class AMSRC:
             p.model.variant = self.variant
         if self.epochs is not None:
             p.train.epochs = int(self.epochs)
+        apply_overrides(p, self.overrides)
         if p.model.variant == "baseline":
             # The appearance-only baseline has no motion stream: it is scored by prediction error only.
             p.score.w_f, p.score.w_p = 0.0, 1.0

@@ -18,7 +18,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = check_output(args.out, "dir", "--out", {"cube store": args.store}, {"cube store": args.store})
     store = CubeStore.open(Path(args.store))
     det = AMSRC(preset=args.preset, variant=args.variant, epochs=args.epochs, device=args.device,
-                progress=not args.no_progress)
+                progress=not args.no_progress, overrides=args.set)
     det.fit(store, out, resume=args.resume)
     print(f"model: {det.checkpoint_}")
     return 0
@@ -37,7 +37,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     out = check_output(args.out, "dir", "--out", {"dataset": args.root}, {"dataset": args.root})
     run_pipeline(Path(args.root), args.preset, out, variant=args.variant, epochs=args.epochs,
-                 workers=args.workers, device=args.device, progress=not args.no_progress)
+                 workers=args.workers, device=args.device, progress=not args.no_progress, overrides=args.set)
     return 0
 
 
@@ -53,6 +53,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="change one model, train or score setting of the preset (repeatable), e.g. "
+                        "--set model.skips=1 --set train.lr=2e-4; recorded in model.pt")
+
+
 def add_parsers(sub) -> None:
     tr = sub.add_parser("train", help="train on the training cubes of a cube store")
     tr.add_argument("store", help="cube store written by `amsrc prepare`")
@@ -62,6 +68,7 @@ def add_parsers(sub) -> None:
     tr.add_argument("--epochs", type=positive_int, default=None, help="override the preset's epochs")
     tr.add_argument("--out", required=True, help="folder for the log, checkpoints and model.pt")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    _add_set(tr)
     add_common(tr)
     tr.set_defaults(func=cmd_train)
 
@@ -80,6 +87,7 @@ def add_parsers(sub) -> None:
     run.add_argument("--epochs", type=positive_int, default=None)
     run.add_argument("--workers", type=positive_int, default=1)
     run.add_argument("--out", required=True)
+    _add_set(run)
     add_common(run)
     run.set_defaults(func=cmd_run)
 

@@ -15,7 +15,8 @@ from amsrc.prepare.store import CubeStore
 
 def run_pipeline(root, preset_name: str, out: str | Path, variant: str | None = None,
                  epochs: int | None = None, workers: int = 1, device: str = "cpu",
-                 progress: bool = True, resume: bool = True, log=print) -> dict[str, Any]:
+                 progress: bool = True, resume: bool = True, log=print,
+                 overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Prepare the cubes of ``root`` (a path or a DatasetIndex), train on its training split, evaluate on its test split.
 
     Layout of ``out``: ``cubes/`` (the cube store, reused when its settings and sources match),
@@ -25,6 +26,7 @@ def run_pipeline(root, preset_name: str, out: str | Path, variant: str | None = 
     """
     out = Path(out)
     preset = get_preset(preset_name)
+    AMSRC(preset=preset_name, variant=variant, overrides=overrides).resolved_preset()  # a bad --set fails before any work
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -34,7 +36,8 @@ def run_pipeline(root, preset_name: str, out: str | Path, variant: str | None = 
     log(report.format())
     store = CubeStore.open(out / "cubes")
 
-    det = AMSRC(preset=preset_name, variant=variant, epochs=epochs, device=device, progress=progress)
+    det = AMSRC(preset=preset_name, variant=variant, epochs=epochs, device=device, progress=progress,
+                overrides=overrides)
     v = det.resolved_preset().model.variant
     t0 = time.perf_counter()
     det.fit(store, out / f"train_{v}", resume=resume)

@@ -1,4 +1,5 @@
-"""AMSRC-Net: appearance UNet encoder, motion encoder, gated fusion, decoder with appearance skips.
+"""AMSRC-Net: appearance UNet encoder, motion encoder, gated fusion, decoder with appearance skips
+(all three, as the paper's UNet, by default; ``ModelConfig.skips`` keeps only the coarsest ones).
 
 Pure ``nn.Module``s: no device moves, optimizers, paths or prints. A variant is a registered
 function (``@register_variant``) ``(cfg, channels, cube_size) -> AMSRCNet``; :func:`build_model`
@@ -53,15 +54,17 @@ class Down(nn.Sequential):
 
 
 class Up(nn.Module):
-    """Transposed conv x2, concatenate the appearance skip, DoubleConv."""
+    """Transposed conv x2, concatenate the appearance skip (``skip=False``: none), DoubleConv."""
 
-    def __init__(self, c_in: int, c_out: int):
+    def __init__(self, c_in: int, c_out: int, skip: bool = True):
         super().__init__()
+        self.skip = skip
         self.up = nn.ConvTranspose2d(c_in, c_out, 2, stride=2)
-        self.conv = DoubleConv(2 * c_out, c_out)
+        self.conv = DoubleConv(2 * c_out if skip else c_out, c_out)
 
     def forward(self, h: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.conv(torch.cat([self.up(h), skip], dim=1))
+        h = self.up(h)
+        return self.conv(torch.cat([h, skip], dim=1) if self.skip else h)
 
 
 class AppearanceEncoder(nn.Module):
@@ -109,17 +112,20 @@ class AMSRCNet(nn.Module):
     """The network. ``fusion``: "gate" (x + sigmoid(x) * y), "add" (x + y) or None (appearance only)."""
 
     def __init__(self, channels: int, widths: tuple[int, int, int, int], fusion: str | None,
-                 standardise: bool = False, cube_size: int = 32):
+                 standardise: bool = False, cube_size: int = 32, skips: int = 3):
         super().__init__()
         if fusion not in ("gate", "add", None):
             raise ConfigError(f"unknown fusion {fusion!r}; expected 'gate', 'add' or None")
+        if skips not in (0, 1, 2, 3):
+            raise ConfigError(f"model.skips must be 0, 1, 2 or 3 (appearance skips into the decoder), got {skips!r}")
         w0, w1, w2, w3 = widths
         self.fusion = fusion
         self.appearance = AppearanceEncoder((T_APPEARANCE - 1) * channels, widths)  # frames t-4 .. t-1
         self.motion = MotionEncoder(2 * T_FLOW, widths) if fusion is not None else None
-        self.up1 = Up(w3, w2)
-        self.up2 = Up(w2, w1)
-        self.up3 = Up(w1, w0)
+        # skips, coarsest first: up1 takes the S/4 map, up2 the S/2 one, up3 the full-size one
+        self.up1 = Up(w3, w2, skip=skips >= 1)
+        self.up2 = Up(w2, w1, skip=skips >= 2)
+        self.up3 = Up(w1, w0, skip=skips >= 3)
         self.out = nn.Conv2d(w0, channels, 1)
         # Standardised consistency: x and y are returned per-feature standardised (batch statistics
         # in training, running training statistics in eval), so a constant bottleneck cannot make
@@ -192,19 +198,21 @@ def resolve_widths(widths: tuple[int, ...]) -> tuple[int, int, int, int]:
 @register_variant
 def amsrc(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:
     """Full AMSRC-Net: gated fusion x + sigmoid(x) * y."""
-    return AMSRCNet(channels, resolve_widths(cfg.widths), fusion="gate", standardise=cfg.standardise, cube_size=cube_size)
+    return AMSRCNet(channels, resolve_widths(cfg.widths), fusion="gate", standardise=cfg.standardise, cube_size=cube_size,
+                    skips=cfg.skips)
 
 
 @register_variant
 def nogate(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:
     """Ablation "w/o gated fusion": the two bottlenecks are added."""
-    return AMSRCNet(channels, resolve_widths(cfg.widths), fusion="add", standardise=cfg.standardise, cube_size=cube_size)
+    return AMSRCNet(channels, resolve_widths(cfg.widths), fusion="add", standardise=cfg.standardise, cube_size=cube_size,
+                    skips=cfg.skips)
 
 
 @register_variant
 def baseline(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:
     """Ablation "baseline": appearance stream only (no motion encoder, y is None)."""
-    return AMSRCNet(channels, resolve_widths(cfg.widths), fusion=None)
+    return AMSRCNet(channels, resolve_widths(cfg.widths), fusion=None, skips=cfg.skips)
 
 
 def build_model(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:
