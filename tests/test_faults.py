@@ -515,3 +515,46 @@ def test_disk_full_while_training_leaves_no_checkpoint(world, tmp_path, capsys, 
     assert rc == 2 and "No space left on device" in err and f"while writing {out}" in err and "Traceback" not in err, err
     assert not _leftovers(tmp_path)
     assert not any(p.suffix == ".pt" for p in out.rglob("*"))
+
+
+# ------------------------------------------------------------------ --help
+def _options(parser, path=()):
+    """(command path, action) for every option of every subcommand."""
+    import argparse
+
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for name, sp in a.choices.items():
+                yield from _options(sp, (*path, name))
+        elif not isinstance(a, argparse._HelpAction):
+            yield " ".join(path), a
+
+
+def test_every_option_has_help_and_says_its_default():
+    from amsrc.cli import build_parser
+    from amsrc.config import preset_names
+    from amsrc.model.network import variant_names
+
+    parser = build_parser()
+    opts = list(_options(parser))
+    assert len({cmd for cmd, _ in opts}) >= 12  # every subcommand was walked
+    for cmd, a in opts:
+        assert a.help, f"amsrc {cmd} {a.option_strings or a.dest} has no help"
+        if a.dest == "preset":
+            assert list(a.choices) == preset_names(), cmd
+        if a.dest == "variant":
+            assert list(a.choices) == variant_names(), cmd
+    helps = {cmd: " ".join(sp.format_help().split()) for cmd, sp in _subparsers(parser)}
+    assert "one of amsrc, baseline, nogate" in helps["train"] and "(default: None)" not in helps["train"]
+    assert "(default: default)" in helps["prepare"] and "(default: 1)" in helps["prepare"]  # --preset, --workers
+    assert "(default cpu) (default" not in helps["score"]  # a help that names its default gets no second one
+
+
+def _subparsers(parser, path=()):
+    import argparse
+
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for name, sp in a.choices.items():
+                yield " ".join((*path, name)), sp
+                yield from _subparsers(sp, (*path, name))

@@ -19,6 +19,7 @@ import sys
 
 from amsrc import __version__
 from amsrc.cli import data, experiment, export, live
+from amsrc.cli.common import use_help_formatter
 from amsrc.errors import AmsrcError
 
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for group in (data, experiment, export, live):
         group.add_parsers(sub)
+    use_help_formatter(p)
     return p
 
 

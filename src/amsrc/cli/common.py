@@ -5,8 +5,41 @@ from __future__ import annotations
 import argparse
 import math
 
+from amsrc.config import preset_names
 from amsrc.errors import ConfigError
+from amsrc.model.network import variant_names
 from amsrc.utils import check_device
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        says_default = "(default" in text or "default:" in text
+        if action.option_strings and not says_default and d not in (None, False, [], argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+def use_help_formatter(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` and all its subcommands' parsers :class:`HelpFormatter`."""
+    parser.formatter_class = HelpFormatter
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for sp in a.choices.values():
+                use_help_formatter(sp)
+
+
+def add_preset(p: argparse.ArgumentParser, default: str | None, help: str) -> None:
+    p.add_argument("--preset", default=default, choices=preset_names(), metavar="PRESET",
+                   help=f"{help}; one of {', '.join(preset_names())}")
+
+
+def add_variant(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variant", default=None, choices=variant_names(), metavar="VARIANT",
+                   help=f"network variant (paper Table 2), one of {', '.join(variant_names())}; default: the preset's")
 
 
 def _number(kind, low: float | None, low_open: bool, what: str):

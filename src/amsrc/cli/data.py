@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from amsrc.cli.common import nonneg_int, positive_float, positive_int, print_summary
+from amsrc.cli.common import add_preset, nonneg_int, positive_float, positive_int, print_summary
 from amsrc.config import get_preset
 from amsrc.data.inject import KINDS, InjectSettings, inject
 from amsrc.data.layouts import load_dataset
@@ -78,7 +78,7 @@ def add_parsers(sub) -> None:
     check.set_defaults(func=cmd_data_check)
     synth = dsub.add_parser("synth", help="write a small synthetic surveillance dataset")
     synth.add_argument("out", help="output folder (frames layout)")
-    synth.add_argument("--seed", type=nonneg_int, default=0)
+    synth.add_argument("--seed", type=nonneg_int, default=0, help="seed of the scene (same seed, same bytes)")
     synth.set_defaults(func=cmd_data_synth)
     inj = dsub.add_parser("inject", help="composite pseudo-anomalies into held-out normal clips: a labelled "
                                          "validation set (frames layout) from normal footage alone")
@@ -97,7 +97,7 @@ def add_parsers(sub) -> None:
 
     prep = sub.add_parser("prepare", help="flow, boxes and spatio-temporal cubes into an on-disk store")
     prep.add_argument("root", help="dataset root (any layout `amsrc data check` knows)")
-    prep.add_argument("--preset", default="default", help="settings preset (ped2, avenue, shanghaitech, synthetic, default)")
+    add_preset(prep, "default", "settings preset")
     prep.add_argument("--out", required=True, help="cube store folder")
     prep.add_argument("--workers", type=positive_int, default=1, help="clips prepared in parallel")
     prep.add_argument("--shard", default=None, help="k/N: prepare only the k-th of N parts of the clips (1-based)")

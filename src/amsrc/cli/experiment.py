@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from amsrc.cli.common import add_common, nonneg_int, positive_int
+from amsrc.cli.common import add_common, add_preset, add_variant, nonneg_int, positive_int
 from amsrc.data.synth import write_scene
 from amsrc.detector import AMSRC
 from amsrc.eval.evaluate import evaluate
@@ -62,10 +62,10 @@ def _add_set(p: argparse.ArgumentParser) -> None:
 def add_parsers(sub) -> None:
     tr = sub.add_parser("train", help="train on the training cubes of a cube store")
     tr.add_argument("store", help="cube store written by `amsrc prepare`")
-    tr.add_argument("--preset", default=None, help="settings preset (default: the one the store was prepared with, "
-                    "with the store's prepare settings; a preset that disagrees with the store is refused)")
-    tr.add_argument("--variant", default=None, help="amsrc, nogate or baseline (paper Table 2)")
-    tr.add_argument("--epochs", type=positive_int, default=None, help="override the preset's epochs")
+    add_preset(tr, None, "settings preset (default: the one the store was prepared with, with the store's prepare "
+               "settings; a preset that disagrees with the store is refused)")
+    add_variant(tr)
+    tr.add_argument("--epochs", type=positive_int, default=None, help="training epochs; default: the preset's")
     tr.add_argument("--out", required=True, help="folder for the log, checkpoints and model.pt")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     _add_set(tr)
@@ -75,25 +75,25 @@ def add_parsers(sub) -> None:
     ev = sub.add_parser("evaluate", help="score the test cubes and compare with the frame labels")
     ev.add_argument("model", help="model.pt written by `amsrc train`")
     ev.add_argument("store", help="cube store written by `amsrc prepare`")
-    ev.add_argument("--split", default="testing")
+    ev.add_argument("--split", default="testing", help="the store's split to score (one with frame labels)")
     ev.add_argument("--out", required=True, help="folder for results.json and plots")
     add_common(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     run = sub.add_parser("run", help="prepare, train and evaluate in one go")
     run.add_argument("root", help="dataset root")
-    run.add_argument("--preset", default="default")
-    run.add_argument("--variant", default=None, help="amsrc, nogate or baseline")
-    run.add_argument("--epochs", type=positive_int, default=None)
-    run.add_argument("--workers", type=positive_int, default=1)
-    run.add_argument("--out", required=True)
+    add_preset(run, "default", "settings preset")
+    add_variant(run)
+    run.add_argument("--epochs", type=positive_int, default=None, help="training epochs; default: the preset's")
+    run.add_argument("--workers", type=positive_int, default=1, help="processes that prepare cubes")
+    run.add_argument("--out", required=True, help="folder for cubes/, train_VARIANT/ and eval_VARIANT/")
     _add_set(run)
     add_common(run)
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="the whole pipeline on a built-in synthetic scene")
     demo.add_argument("--out", default="amsrc-demo", help="output folder (default ./amsrc-demo)")
-    demo.add_argument("--seed", type=nonneg_int, default=0)
-    demo.add_argument("--workers", type=positive_int, default=1)
+    demo.add_argument("--seed", type=nonneg_int, default=0, help="seed of the synthetic scene")
+    demo.add_argument("--workers", type=positive_int, default=1, help="processes that prepare cubes")
     add_common(demo)
     demo.set_defaults(func=cmd_demo)

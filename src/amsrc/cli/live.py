@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from amsrc.cli.common import add_common, finite_float, nonneg_int, positive_float, positive_int
+from amsrc.cli.common import add_common, add_preset, finite_float, nonneg_int, positive_float, positive_int
 from amsrc.data.sources import DEFAULT_FPS, ON_CORRUPT, open_source
 from amsrc.detector import AMSRC
 from amsrc.errors import ConfigError, DataError
@@ -172,11 +172,11 @@ def add_parsers(sub) -> None:
                                      "learn a decision threshold")
     fit.add_argument("sources", nargs="+", help="video files, frame folders or dataset roots (training split)")
     fit.add_argument("--out", required=True, help="model file to write (e.g. model.pt)")
-    fit.add_argument("--preset", default=None, help="settings preset; default: 'default' adapted to the "
-                     "footage's resolution and frame rate")
+    add_preset(fit, None, "settings preset (default: 'default' adapted to the footage's resolution and frame rate)")
     fit.add_argument("--range", default=None, help="part of every clip to use: 0:60s (seconds) or 100:900 (frames)")
-    fit.add_argument("--epochs", type=positive_int, default=None, help="override the preset's epochs")
-    fit.add_argument("--widths", default=None, help="network widths: tiny, small, medium or paper")
+    fit.add_argument("--epochs", type=positive_int, default=None, help="training epochs; default: the preset's")
+    fit.add_argument("--widths", default=None, choices=["tiny", "small", "medium", "paper"],
+                     help="network widths; default: the preset's")
     fit.add_argument("--fps", type=positive_float, default=None, help="frame rate of frame folders (default: 25)")
     fit.add_argument("--work", default=None, help="folder for cubes and training logs (default: beside --out)")
     fit.add_argument("--threads", type=positive_int, default=None, help="torch threads for training (default: torch's)")
@@ -206,7 +206,8 @@ def add_parsers(sub) -> None:
     sc.add_argument("--threshold", type=finite_float, default=None, help="decision threshold instead of the model's "
                     "(also ends events: no hysteresis)")
     sc.add_argument("--min-frames", type=positive_int, default=MIN_FRAMES, help="frames above the threshold before an event starts")
-    sc.add_argument("--end-frames", type=positive_int, default=END_FRAMES, help="frames below the low threshold before it ends")
+    sc.add_argument("--end-frames", type=positive_int, default=END_FRAMES, help="frames below the low threshold "
+                    "(the model's end threshold, lower than the decision threshold, so an event does not flicker) before it ends")
     sc.add_argument("--retries", type=nonneg_int, default=5, help="reconnects of a live stream in a row before giving up")
     sc.add_argument("--stall", type=positive_float, default=10.0, help="seconds without data before a URL is reopened")
     sc.add_argument("--overlay", default=None, help="also write an overlay video (boxes coloured by score)")
