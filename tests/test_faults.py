@@ -558,3 +558,28 @@ def _subparsers(parser, path=()):
             for name, sp in a.choices.items():
                 yield " ".join((*path, name)), sp
                 yield from _subparsers(sp, (*path, name))
+
+
+# ------------------------------------------------------------------ logs
+@pytest.mark.parametrize("quiet", [False, True])
+def test_logs_in_a_file_are_lines_not_bars(world, tmp_path, quiet):
+    """stderr to a file: no carriage-return progress bars; one line per epoch and per prepared clip,
+    the loss terms named once; -q keeps only warnings and errors."""
+    log_path = tmp_path / "log.txt"
+    q = ["-q"] if quiet else []
+    with open(log_path, "wb") as fh:
+        for argv in (["prepare", str(world["root"]), "--preset", "synthetic", "--out", str(tmp_path / "s"), *q],
+                     ["train", str(tmp_path / "s"), "--out", str(tmp_path / "t"), "--epochs", "2",
+                      "--set", "model.widths=tiny", *q]):
+            subprocess.run([sys.executable, "-m", "amsrc.cli", *argv], stderr=fh, stdout=subprocess.DEVNULL,
+                           env=_env(), check=True, timeout=300)
+    text = log_path.read_bytes().decode()
+    assert "\r" not in text
+    epochs = [ln for ln in text.splitlines() if ln.startswith("epoch ")]
+    clips = [ln for ln in text.splitlines() if ln.startswith("prepare: ") and " done " in ln]
+    if quiet:
+        assert epochs == [] and clips == [] and "loss = intensity" not in text, text
+    else:
+        assert [ln.split()[1] for ln in epochs] == ["1/2", "2/2"] and "weight decay" in epochs[0], text
+        assert len(clips) == 2, text  # the scene's two clips
+        assert text.count("loss = intensity (mean squared error") == 1

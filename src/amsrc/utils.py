@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import queue
 import signal
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -110,6 +112,39 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+log = logging.getLogger("amsrc")
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when a record comes (a redirect, a test's capture)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def setup_logging(verbosity: int = 0) -> None:
+    """The command line's logging: the ``amsrc`` logger's records as plain lines on stderr.
+
+    verbosity < 0 (``-q``): warnings and errors only; 0: also progress lines (epochs, prepared clips);
+    > 0 (``-v``): also debug lines. Safe to call more than once."""
+    if not any(isinstance(h, _CurrentStderr) for h in log.handlers):
+        h = _CurrentStderr()
+        h.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(h)
+    log.setLevel(logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG)
+
+
+def show_bars(progress: bool) -> bool:
+    """Progress bars only where a person watches: ``progress`` and stderr a terminal (a log file gets lines, not bars)."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(progress and isatty is not None and isatty())
 
 
 def write_json_atomic(path: str | Path, obj) -> None:

@@ -19,8 +19,9 @@ import sys
 
 from amsrc import __version__
 from amsrc.cli import data, experiment, export, live
-from amsrc.cli.common import use_help_formatter
+from amsrc.cli.common import finish_parsers
 from amsrc.errors import AmsrcError
+from amsrc.utils import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for group in (data, experiment, export, live):
         group.add_parsers(sub)
-    use_help_formatter(p)
+    finish_parsers(p)
     return p
 
 
@@ -48,6 +49,7 @@ def os_error_message(exc: OSError, args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_logging(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
     try:
         return int(args.func(args) or 0)
     except AmsrcError as exc:

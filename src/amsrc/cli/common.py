@@ -23,13 +23,18 @@ class HelpFormatter(argparse.HelpFormatter):
         return text
 
 
-def use_help_formatter(parser: argparse.ArgumentParser) -> None:
-    """Give ``parser`` and all its subcommands' parsers :class:`HelpFormatter`."""
+def finish_parsers(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` and all its subcommands' parsers :class:`HelpFormatter`, and every command
+    (a parser without subcommands) ``-q/--quiet`` and ``-v/--verbose``."""
     parser.formatter_class = HelpFormatter
-    for a in parser._actions:
-        if isinstance(a, argparse._SubParsersAction):
-            for sp in a.choices.values():
-                use_help_formatter(sp)
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for a in subs:
+        for sp in a.choices.values():
+            finish_parsers(sp)
+    if not subs and parser.get_default("func") is not None:
+        parser.add_argument("-q", "--quiet", action="count", default=0,
+                            help="only warnings and errors on stderr (no epoch or per-clip lines)")
+        parser.add_argument("-v", "--verbose", action="count", default=0, help="also debug lines on stderr")
 
 
 def add_preset(p: argparse.ArgumentParser, default: str | None, help: str) -> None:

@@ -34,6 +34,7 @@ from amsrc.prepare import store as st
 from amsrc.prepare.background import background_hash, needs_background, training_background, write_background
 from amsrc.prepare.cubes import T_APPEARANCE, CubeExtractor
 from amsrc.prepare.recall import box_labels, box_recall_frame
+from amsrc.utils import log, show_bars
 
 MIN_FRAMES = T_APPEARANCE  # a clip needs 5 frames for one cube
 _PROGRESS_EVERY = 16  # frames between progress messages from a worker
@@ -173,6 +174,10 @@ def _raise_worker_error(res: dict, job: _Job) -> None:
     raise RuntimeError(f"preparing {job.split}/{job.clip.name} failed in a worker: {res['error']}")
 
 
+def _clip_done(job: _Job, k: int, n: int) -> None:
+    log.info(f"prepare: {job.split}/{job.clip.name} done ({job.clip.n_frames} frames; {k}/{n} clips)")
+
+
 def _run_parallel(jobs: list[_Job], workers: int, bar) -> None:
     """Build ``jobs`` in ``workers`` spawned processes. A worker that dies (killed, crashed, or a
     script without an ``if __name__ == "__main__":`` guard) fails the run instead of hanging it."""
@@ -190,7 +195,7 @@ def _run_parallel(jobs: list[_Job], workers: int, bar) -> None:
     ex = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init, initargs=(q,))
     try:
         futures = {ex.submit(_worker_run, job): job for job in jobs}
-        pending = set(futures)
+        pending, n_done = set(futures), 0
         while pending:
             drain(block=True)
             done, pending = wait(pending, timeout=0, return_when=FIRST_COMPLETED)
@@ -206,6 +211,8 @@ def _run_parallel(jobs: list[_Job], workers: int, bar) -> None:
                     ) from None
                 if "error" in res:
                     _raise_worker_error(res, futures[fut])
+                n_done += 1
+                _clip_done(futures[fut], n_done, len(jobs))
         drain(block=False)
     except BaseException:
         # stop: queued clips are cancelled; clips being built finish or are abandoned (never half-published)
@@ -406,10 +413,12 @@ def prepare_dataset(
         st.write_manifest(out, settings, preset_name, [(s, n, "") for s, n, _ in clip_order])
         frames = sum(j.clip.n_frames for j in jobs)
         t0 = time.perf_counter()
-        with tqdm(total=frames, unit="frame", desc="prepare", disable=not progress, dynamic_ncols=True) as bar:
+        log.info(f"prepare: {len(jobs)} clip(s), {frames} frames, {min(workers, len(jobs))} worker(s)")
+        with tqdm(total=frames, unit="frame", desc="prepare", disable=not show_bars(progress), dynamic_ncols=True) as bar:
             if workers == 1 or len(jobs) == 1:
-                for job in jobs:
+                for k, job in enumerate(jobs, 1):
                     build_clip(job, progress=bar.update)
+                    _clip_done(job, k, len(jobs))
             else:
                 _run_parallel(jobs, workers, bar)
         report.build_seconds = time.perf_counter() - t0

@@ -46,7 +46,7 @@ from amsrc.scoring import TrainStats, object_scores
 from amsrc.training import distributed
 from amsrc.training.checkpoint import Checkpoint, cpu_state, load_state, save_state
 from amsrc.training.distributed import Dist, all_sum
-from amsrc.utils import atomic_path
+from amsrc.utils import atomic_path, log, show_bars
 
 LOG_FIELDS = ["epoch", "lr", "loss", "intensity", "gradient", "consistency", "weight_decay", "samples_per_s", "seconds"]
 
@@ -157,12 +157,16 @@ def train_model(data, preset: Preset, out_dir: Path, resume: bool = False, devic
     per_rank_batch = max(1, tc.batch_size // d.world)
     per_rank = math.ceil(n / d.world)
 
+    if d.main and start < tc.epochs:
+        log.info(f"training on {n} cubes for {tc.epochs - start} epoch(s); loss = intensity (mean squared error of "
+                 "the predicted frame t) + gradient (its image-gradient error) + consistency (1 - cos of the appearance "
+                 "and motion bottlenecks) + weight decay x (sum of squared weights; the figure shown is the sum)")
     for epoch in range(start, tc.epochs):
         t0 = time.perf_counter()
         order = np.random.default_rng([tc.seed, epoch]).permutation(n)
         mine = np.resize(order, per_rank * d.world)[d.rank :: d.world]  # padded like DistributedSampler
         lr = optimizer.param_groups[0]["lr"]
-        bar = _bar(math.ceil(len(mine) / per_rank_batch), f"epoch {epoch + 1}/{tc.epochs}", progress and d.main)
+        bar = _bar(math.ceil(len(mine) / per_rank_batch), f"epoch {epoch + 1}/{tc.epochs}", show_bars(progress) and d.main)
         sums = _epoch(net, model, optimizer, cubes, mine, per_rank_batch, preset, weights, dev, bar)
         scheduler.step()
         sums = all_sum(list(sums), d, dev)
@@ -175,11 +179,11 @@ def train_model(data, preset: Preset, out_dir: Path, resume: bool = False, devic
                         "scheduler": scheduler.state_dict(), "rng": {"torch": torch.get_rng_state()},
                         "config": preset.to_dict(), "epoch": epoch + 1, "n_cubes": n, "world_size": d.world}, last_path)
             _write_log(log_path, rows)
-            if progress:
-                r = rows[-1]
-                print(f"epoch {r['epoch']}/{tc.epochs}  loss {r['loss']:.5f}  intensity {r['intensity']:.5f}  "
-                      f"gradient {r['gradient']:.5f}  consistency {r['consistency']:.5f}  "
-                      f"{r['samples_per_s']:.0f} cubes/s  {r['seconds']:.1f} s", flush=True)
+            r = rows[-1]
+            log.info(f"epoch {r['epoch']}/{tc.epochs}  loss {r['loss']:.5f}  intensity {r['intensity']:.5f}  "
+                     f"gradient {r['gradient']:.5f}  consistency {r['consistency']:.5f}  "
+                     f"weight decay {r['weight_decay']:.1f}  lr {r['lr']:.2e}  {r['samples_per_s']:.0f} cubes/s  "
+                     f"{r['seconds']:.1f} s")
 
     distributed.broadcast_buffers(model, d)
     stats = training_stats(model, cubes, mc.flow_scale, d, dev, batch_size=max(512, per_rank_batch))
@@ -229,7 +233,7 @@ def _epoch(net, model, optimizer, cubes: CubeSet, mine: np.ndarray, batch: int, 
         if bar is not None:
             m = sums[:5] / sums[5]
             bar.set_postfix({"loss": f"{m[0]:.4f}", "int": f"{m[1]:.4f}", "grad": f"{m[2]:.4f}",
-                             "cons": f"{m[3]:.4f}", "wd": f"{m[4]:.1f}"}, refresh=False)
+                             "cons": f"{m[3]:.4f}", "sum W^2": f"{m[4]:.1f}"}, refresh=False)
             bar.update()
     if bar is not None:
         bar.close()
