@@ -160,7 +160,7 @@ def train_model(data, preset: Preset, out_dir: Path, resume: bool = False, devic
     if d.main and start < tc.epochs:
         log.info(f"training on {n} cubes for {tc.epochs - start} epoch(s); loss = intensity (mean squared error of "
                  "the predicted frame t) + gradient (its image-gradient error) + consistency (1 - cos of the appearance "
-                 "and motion bottlenecks) + weight decay x (sum of squared weights; the figure shown is the sum)")
+                 "and motion bottlenecks) + lambda x the sum of squared weights (shown as 'weight decay': the sum, before lambda)")
     for epoch in range(start, tc.epochs):
         t0 = time.perf_counter()
         order = np.random.default_rng([tc.seed, epoch]).permutation(n)
