@@ -333,3 +333,38 @@ def test_score_cubes_with_inputs_made_ahead():
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="inputs hold"):
         det.score_cubes(obj.appearance[:1], obj.flow[:1], inputs=det.network_inputs(obj.appearance, obj.flow))
+
+
+def test_prefetch_stopped_early_has_left_the_source_before_it_returns():
+    """A consumer that stops early (error, Ctrl-C) gets control back only after the reading thread
+    has left the source and run its clean-up, so closing the decoder afterwards races nothing
+    (a PyAV container closed under a decoding thread segfaults)."""
+    import threading
+    import time
+
+    from amsrc.utils import prefetch
+
+    state = {"inside": False, "cleaned_in": None}
+
+    def frames():
+        try:
+            for i in range(1000):
+                state["inside"] = True
+                time.sleep(0.01)  # "decoding"
+                state["inside"] = False
+                yield i
+        finally:
+            state["cleaned_in"] = threading.current_thread().name
+
+    it = prefetch(frames(), depth=2)
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    it.close()
+    assert state["inside"] is False and state["cleaned_in"] == "amsrc-prefetch"
+    assert not any(t.name == "amsrc-prefetch" and t.is_alive() for t in threading.enumerate())
+
+    def failing():
+        yield 1
+        raise ValueError("bad frame")
+
+    with pytest.raises(ValueError, match="bad frame"):
+        list(prefetch(failing()))

@@ -153,29 +153,43 @@ def write_json_atomic(path: str | Path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def prefetch(iterable, depth: int = 4):
+def prefetch(iterable, depth: int = 4, join_s: float = 5.0):
     """Iterate ``iterable`` in a background thread, ``depth`` items ahead (decoding overlaps scoring:
-    PyAV, OpenCV and torch release the GIL). Exceptions of the producer are re-raised here."""
+    PyAV, OpenCV and torch release the GIL). Exceptions of the producer are re-raised here.
+
+    When the consumer stops early (an error, Ctrl-C, ``close()``), the producer is told to stop,
+    closes its iterator (a generator's clean-up) in its own thread and is waited for (up to ``join_s``; a producer blocked in a
+    read that never returns, such as an idle stdin, is left behind as a daemon thread), so the caller
+    may close the source underneath afterwards: a decoder is never closed while the thread reads it."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     done = object()
 
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def run():
         if hasattr(signal, "pthread_sigmask"):  # Ctrl-C goes to the main thread, never to this one
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        it = None
         try:
-            for item in iterable:
-                while not stop.is_set():
-                    try:
-                        q.put((None, item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+            it = iter(iterable)
+            for item in it:
+                if not put((None, item)):
                     return
-            q.put((None, done))
+            put((None, done))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            q.put((exc, None))
+            put((exc, None))
+        finally:
+            close = getattr(it, "close", None)  # a generator's own clean-up runs here, in this thread
+            if close is not None:
+                close()
 
     th = threading.Thread(target=run, name="amsrc-prefetch", daemon=True)
     th.start()
@@ -192,6 +206,7 @@ def prefetch(iterable, depth: int = 4):
             yield item
     finally:
         stop.set()
+        th.join(join_s)
 
 
 def check_device(device: str) -> str:
