@@ -518,16 +518,25 @@ def test_disk_full_while_training_leaves_no_checkpoint(world, tmp_path, capsys, 
 
 
 # ------------------------------------------------------------------ --help
-def _options(parser, path=()):
-    """(command path, action) for every option of every subcommand."""
+def _subparsers(parser, path=()):
+    """(command path, parser) for every subcommand, nested ones included."""
     import argparse
 
     for a in parser._actions:
         if isinstance(a, argparse._SubParsersAction):
             for name, sp in a.choices.items():
-                yield from _options(sp, (*path, name))
-        elif not isinstance(a, argparse._HelpAction):
-            yield " ".join(path), a
+                yield " ".join((*path, name)), sp
+                yield from _subparsers(sp, (*path, name))
+
+
+def _options(parser):
+    """(command path, action) for every option of the program and of every subcommand."""
+    import argparse
+
+    for cmd, sp in [("", parser), *_subparsers(parser)]:
+        for a in sp._actions:
+            if not isinstance(a, (argparse._SubParsersAction, argparse._HelpAction)):
+                yield cmd, a
 
 
 def test_every_option_has_help_and_says_its_default():
@@ -549,15 +558,6 @@ def test_every_option_has_help_and_says_its_default():
     assert "(default: default)" in helps["prepare"] and "(default: 1)" in helps["prepare"]  # --preset, --workers
     assert "(default cpu) (default" not in helps["score"]  # a help that names its default gets no second one
 
-
-def _subparsers(parser, path=()):
-    import argparse
-
-    for a in parser._actions:
-        if isinstance(a, argparse._SubParsersAction):
-            for name, sp in a.choices.items():
-                yield " ".join((*path, name)), sp
-                yield from _subparsers(sp, (*path, name))
 
 
 # ------------------------------------------------------------------ logs

@@ -7,6 +7,7 @@ the synthetic scenes; none is chosen by looking at test labels.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -293,7 +294,7 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
             return int(t)
         if isinstance(current, float):
             v = float(t)
-            if v != v or v in (float("inf"), float("-inf")):
+            if not math.isfinite(v):
                 raise ValueError
             return v
     except ValueError:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from amsrc.cli.common import add_common, add_preset, finite_float, nonneg_int, positive_float, positive_int
+from amsrc.config import ModelConfig
 from amsrc.data.sources import DEFAULT_FPS, ON_CORRUPT, open_source
 from amsrc.detector import AMSRC
 from amsrc.errors import ConfigError, DataError
@@ -175,7 +176,7 @@ def add_parsers(sub) -> None:
     add_preset(fit, None, "settings preset (default: 'default' adapted to the footage's resolution and frame rate)")
     fit.add_argument("--range", default=None, help="part of every clip to use: 0:60s (seconds) or 100:900 (frames)")
     fit.add_argument("--epochs", type=positive_int, default=None, help="training epochs; default: the preset's")
-    fit.add_argument("--widths", default=None, choices=["tiny", "small", "medium", "paper"],
+    fit.add_argument("--widths", default=None, choices=sorted(ModelConfig.WIDTH_PRESETS),
                      help="network widths; default: the preset's")
     fit.add_argument("--fps", type=positive_float, default=None, help="frame rate of frame folders (default: 25)")
     fit.add_argument("--work", default=None, help="folder for cubes and training logs (default: beside --out)")

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from amsrc.config import get_preset
 from amsrc.detector import AMSRC
 from amsrc.eval.evaluate import evaluate
 from amsrc.prepare.run import prepare_dataset
@@ -25,8 +24,9 @@ def run_pipeline(root, preset_name: str, out: str | Path, variant: str | None = 
     the last epoch's checkpoint.
     """
     out = Path(out)
-    preset = get_preset(preset_name)
-    AMSRC(preset=preset_name, variant=variant, overrides=overrides).resolved_preset()  # a bad --set fails before any work
+    det = AMSRC(preset=preset_name, variant=variant, epochs=epochs, device=device, progress=progress,
+                overrides=overrides)
+    preset = det.resolved_preset()  # a bad --set fails here, before any work
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -36,9 +36,7 @@ def run_pipeline(root, preset_name: str, out: str | Path, variant: str | None = 
     log(report.format())
     store = CubeStore.open(out / "cubes")
 
-    det = AMSRC(preset=preset_name, variant=variant, epochs=epochs, device=device, progress=progress,
-                overrides=overrides)
-    v = det.resolved_preset().model.variant
+    v = preset.model.variant
     t0 = time.perf_counter()
     det.fit(store, out / f"train_{v}", resume=resume)
     timings["train_s"] = time.perf_counter() - t0

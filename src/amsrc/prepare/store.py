@@ -317,7 +317,6 @@ class ClipWriter:
             if foreign:
                 raise DataError(self.final, f"exists and holds {foreign[0].name!r}, which is not part of a cube "
                                             "shard; refusing to replace it (is the store's folder a dataset's?)")
-        if self.final.exists():
             old = self.final.parent / f".{self.final.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.replace(self.final, old)
         os.replace(self.tmp, self.final)
