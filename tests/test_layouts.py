@@ -560,3 +560,34 @@ def test_folder_refuses_loose_images_beside_clips(tmp_path, capsys):
     with pytest.raises(DataError, match="loose frame images"):
         load_dataset(root)
     check_fails(root, capsys, str(root), "loose frame images")
+
+
+def test_frame_rate_from_the_option_the_dataset_file_the_model_or_assumed(tmp_path):
+    """A frame folder's times: --fps, else its dataset's dataset.json, else the model's fitted rate,
+    else 25 fps said once as assumed; a bad dataset.json is an error naming it."""
+    import cv2
+
+    from amsrc.data.layouts import frame_folder_clip
+    from amsrc.data.sources import open_source
+
+    folder = tmp_path / "root" / "testing" / "frames" / "01"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((8, 8, 3), 100, np.uint8))
+    said: list[str] = []
+    src = open_source(str(folder), warn=said.append)
+    assert (src.fps, src.fps_assumed, src.rate_text()) == (25.0, True, "25 fps (assumed)")
+    assert len(said) == 1 and "no frame rate known" in said[0] and "25 fps (assumed)" in said[0]
+    assert [f.time for f in src] == [0.0, 0.04, 0.08]
+    said.clear()
+    src = open_source(str(folder), warn=said.append, fallback_fps=12.5)
+    assert (src.fps, src.fps_origin, said) == (12.5, "the model", [])
+    (tmp_path / "root" / "dataset.json").write_text('{"fps": 10}')
+    src = open_source(str(folder), warn=said.append, fallback_fps=12.5)
+    assert (src.fps, src.fps_origin, said) == (10.0, str(tmp_path / "root" / "dataset.json"), [])
+    assert [f.time for f in src] == [0.0, 0.1, 0.2]
+    assert frame_folder_clip(folder, "testing").fps == 10.0
+    assert open_source(str(folder), fps=5).rate_text() == "5 fps (from --fps)"
+    (tmp_path / "root" / "dataset.json").write_text('{"fps": -1}')
+    with pytest.raises(DataError, match=r"dataset\.json.*fps must be a number > 0"):
+        open_source(str(folder))

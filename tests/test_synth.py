@@ -140,6 +140,7 @@ def test_load_dataset_agrees(scene):
         assert [c.name for c in mine] == [c.name for c in theirs]
         assert [c.n_frames for c in mine] == [c.n_frames for c in theirs]
         assert [c.frame_files for c in mine] == [c.frame_files for c in theirs]
+        assert {c.fps for c in theirs} == {10.0}  # the scene's rate, from its dataset.json
     for a, b in zip(index.clips("testing"), other.clips("testing")):
         np.testing.assert_array_equal(a.labels, b.labels)
         assert b.masks is not None and len(b.masks) == a.n_frames
@@ -152,7 +153,7 @@ def test_same_seed_same_bytes_and_reuse(tmp_path):
     a = write_scene(tmp_path / "a", seed=3, **SMALL)
     write_scene(tmp_path / "b", seed=3, **SMALL)
     da, db = _digest(tmp_path / "a"), _digest(tmp_path / "b")
-    assert da == db and len(da) == 12 + 2 * 2 * 64 + 4  # frames, test masks, mat/json/json/readme
+    assert da == db and len(da) == 12 + 2 * 2 * 64 + 5  # frames, test masks, mat/json/json/json/readme
     write_scene(tmp_path / "c", seed=4, **SMALL)
     dc = _digest(tmp_path / "c")
     assert dc["testing/frames/01/010.png"] != da["testing/frames/01/010.png"]

@@ -48,7 +48,7 @@ import numpy as np
 
 from amsrc.data.groundtruth import labels_to_intervals, write_mat_intervals
 from amsrc.data.index import Clip
-from amsrc.data.layouts import load_dataset, normal_clips
+from amsrc.data.layouts import load_dataset, normal_clips, write_dataset_file
 from amsrc.data.readers import open_clip
 from amsrc.data.sources import DEFAULT_FPS
 from amsrc.errors import ConfigError, DataError
@@ -591,6 +591,8 @@ def inject(sources: list[str | Path], out: str | Path, settings: InjectSettings 
             "scene": asdict(scene), "events": [asdict(e) for e in events],
         }
         (tmp / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+        rates = [c.fps for c in clips if c.fps]
+        write_dataset_file(tmp, settings.fps or (float(np.median(rates)) if rates else None), "amsrc data inject")
         (tmp / "README.txt").write_text(_readme(record))
         if out.exists():
             out.rmdir()  # empty (checked above)

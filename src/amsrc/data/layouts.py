@@ -28,6 +28,8 @@ pixel mask is decoded too (sizes must agree) and a video whose decoder reports a
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +49,8 @@ from amsrc.data.readers import (
 from amsrc.errors import ConfigError, DataError
 
 LAYOUTS = ("frames", "ucsd", "avenue", "shanghaitech", "folder", "video")
+UCSD_FPS = 10.0  # UCSD Ped1/Ped2 were recorded at 10 frames/s (the dataset's own description)
+DATASET_FILE = "dataset.json"  # a dataset's own facts, e.g. {"fps": 10}: written by `data synth` and `data inject`
 
 _NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
@@ -127,11 +131,42 @@ def _check_frames(files: tuple[Path, ...], deep: bool) -> None:
         read_image(files[0])
 
 
-def frame_folder_clip(folder: Path, split: str, name: str | None = None, deep: bool = False) -> Clip:
-    """A clip from a frame folder: exact count, cheap checks of every file, first frame decoded."""
+def dataset_fps(folder: Path, levels: int = 3) -> tuple[float, Path] | None:
+    """The frame rate a frame folder's dataset states (``fps`` in a ``dataset.json`` in the folder or
+    up to ``levels`` folders above it, e.g. ``ROOT/dataset.json`` for ``ROOT/testing/frames/01``) and
+    that file; None where no such file says. A file that is not JSON or whose fps is not a positive
+    number is an error naming it."""
+    folder = Path(folder).absolute()
+    for d in [folder, *list(folder.parents)[:levels]]:
+        f = d / DATASET_FILE
+        if f.is_file():
+            try:
+                fps = json.loads(f.read_text()).get("fps")
+            except (ValueError, AttributeError, OSError) as exc:
+                raise DataError(f, f"expected a JSON object such as {{\"fps\": 10}} ({exc})") from None
+            if fps is None:
+                return None
+            if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (math.isfinite(fps) and fps > 0):
+                raise DataError(f, f"fps must be a number > 0, got {fps!r}")
+            return float(fps), f
+    return None
+
+
+def write_dataset_file(root: Path, fps: float | None, written_by: str) -> None:
+    """``ROOT/dataset.json``: the facts of a dataset that its frames cannot tell (the frame rate)."""
+    (Path(root) / DATASET_FILE).write_text(json.dumps({"fps": fps, "written_by": written_by}, indent=1) + "\n")
+
+
+def frame_folder_clip(folder: Path, split: str, name: str | None = None, deep: bool = False,
+                      fps: float | None = None) -> Clip:
+    """A clip from a frame folder: exact count, cheap checks of every file, first frame decoded. Its
+    fps: ``fps``, else what its dataset's ``dataset.json`` says, else None (unknown)."""
     files = list_numbered_files(folder)
     _check_frames(files, deep)
-    return Clip(name=name or folder.name, split=split, source=folder, n_frames=len(files), frame_files=files)
+    if fps is None:
+        found = dataset_fps(folder)
+        fps = None if found is None else found[0]
+    return Clip(name=name or folder.name, split=split, source=folder, n_frames=len(files), frame_files=files, fps=fps)
 
 
 def video_clip(path: Path, split: str, name: str | None = None, deep: bool = False) -> Clip:
@@ -327,7 +362,7 @@ def load_ucsd(root: Path, deep: bool = False) -> DatasetIndex:
         dirs = [c for c in _subdirs(d) if re.fullmatch(pat, c.name)]
         if not dirs:
             raise DataError(d, f"no clip folders matching {pat.replace(chr(92) + 'd+', 'NNN')}")
-        splits[split] = tuple(frame_folder_clip(c, split, deep=deep) for c in dirs)
+        splits[split] = tuple(frame_folder_clip(c, split, deep=deep, fps=UCSD_FPS) for c in dirs)
 
     test = list(splits["testing"])
     m_path = _find_ucsd_m(base)

@@ -29,7 +29,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from amsrc.data.layouts import list_numbered_files
+from amsrc.data.layouts import dataset_fps, list_numbered_files
 from amsrc.data.readers import _riff_shortfall, damage, ffmpeg_messages, read_image
 from amsrc.errors import ConfigError, DataError
 
@@ -69,6 +69,7 @@ class FrameSource:
     name: str = ""
     live: bool = False  # frames arrive in real time (camera, URL, stdin with a nominal --fps)
     fps: float | None = None  # nominal frame rate where known
+    fps_origin: str = "assumed"  # where fps comes from: "--fps", "the video", "<dataset.json path>", "the model", "assumed"
     skipped: int = 0  # frames/packets skipped as corrupt
     reconnects: int = 0  # reopenings of a live stream
 
@@ -78,17 +79,46 @@ class FrameSource:
     def close(self) -> None:
         pass
 
+    @property
+    def fps_assumed(self) -> bool:
+        """True when no one said the frame rate: times are at ``DEFAULT_FPS`` (assumed)."""
+        return self.fps_origin == "assumed"
+
+    def rate_text(self) -> str:
+        """The frame rate in words, for output headers and legends: "10 fps (from --fps)", "25 fps (assumed)"."""
+        fps = self.fps or DEFAULT_FPS
+        return f"{fps:g} fps ({'assumed' if self.fps_assumed else 'from ' + self.fps_origin})"
+
+
+def _rate(fps: float | None, folder: Path | None, fallback: float | None) -> tuple[float, str]:
+    """(fps, origin) of a frame folder or stdin: ``--fps``, the dataset's ``dataset.json``, the rate the
+    model was fitted at, else DEFAULT_FPS (assumed)."""
+    if fps:
+        return float(fps), "--fps"
+    found = None if folder is None else dataset_fps(folder)
+    if found is not None:
+        return found[0], str(found[1])
+    if fallback:
+        return float(fallback), "the model"
+    return DEFAULT_FPS, "assumed"
+
+
+def _say_assumed(source: FrameSource, warn: Callable[[str], None]) -> None:
+    if source.fps_assumed:
+        warn(f"note: {source.name}: no frame rate known (give --fps); times are at {DEFAULT_FPS:g} fps (assumed)")
+
 
 class FolderSource(FrameSource):
     """A frame folder (numbered image files); undecodable files are skipped with a message."""
 
     def __init__(self, folder: Path, fps: float | None = None, warn: Callable[[str], None] = _stderr,
-                 on_corrupt: str = "error"):
+                 on_corrupt: str = "error", fallback_fps: float | None = None):
         self.name = str(folder)
         self.files = list_numbered_files(Path(folder))
-        self.fps = float(fps) if fps else DEFAULT_FPS
+        self.fps, self.fps_origin = _rate(fps, Path(folder), fallback_fps)
         self.warn = warn
         self.on_corrupt = _check_on_corrupt(on_corrupt)
+        _say_assumed(self, warn)
 
     def __iter__(self) -> Iterator[SourceFrame]:
         for i, f in enumerate(self.files):
@@ -118,13 +148,14 @@ class StdinSource(FrameSource):
     """Raw RGB24 frames of a fixed size on a binary stream (stdin by default)."""
 
     def __init__(self, size_wh: tuple[int, int], fps: float | None = None, stream=None,
-                 warn: Callable[[str], None] = _stderr):
+                 warn: Callable[[str], None] = _stderr, fallback_fps: float | None = None):
         self.w, self.h = size_wh
         if self.w < 1 or self.h < 1:
             raise ConfigError(f"--stdin-size must be WxH with positive sides, got {self.w}x{self.h}")
         self.name = "stdin"
         self.live = fps is not None
-        self.fps = float(fps) if fps else DEFAULT_FPS
+        self.fps, self.fps_origin = _rate(fps, None, fallback_fps)
+        _say_assumed(self, warn)
         self.stream = stream if stream is not None else sys.stdin.buffer
         self.warn = warn
 
@@ -159,6 +190,7 @@ class AVSource(FrameSource):
         self.spec = spec
         self.live = live
         self.fps = float(fps) if fps else None
+        self.fps_origin = "--fps" if fps else "the video"
         self.warn = warn
         self.max_retries = max_retries
         self.stall_s = stall_s
@@ -201,6 +233,9 @@ class AVSource(FrameSource):
                 st.thread_type = "AUTO"
                 if self.fps is None and st.average_rate:
                     self.fps = float(st.average_rate)
+                if self.fps is None and self.fps_origin != "assumed":
+                    self.fps_origin = "assumed"
+                    _say_assumed(self, self.warn)
                 fps = self.fps or DEFAULT_FPS
                 tb = float(st.time_base) if st.time_base else None
                 t0 = None
@@ -296,9 +331,13 @@ class AVSource(FrameSource):
 
 def open_source(spec: str, *, stdin_size: str | None = None, fps: float | None = None,
                 warn: Callable[[str], None] = _stderr, max_retries: int = 5, stall_s: float = 10.0,
-                stdin=None, on_corrupt: str = "error") -> FrameSource:
+                stdin=None, on_corrupt: str = "error", fallback_fps: float | None = None) -> FrameSource:
     """A frame source from what the user typed: ``-`` (stdin), a frame folder, a video file,
     ``/dev/videoN`` or a URL (``rtsp://``, ``http://``, ...).
+
+    Frame rate (``source.fps``, ``source.fps_origin``): ``fps`` (``--fps``), else the video's own, else
+    for a frame folder its dataset's ``dataset.json``, else ``fallback_fps`` (the rate the model was
+    fitted at, for folders and stdin), else ``DEFAULT_FPS``, said once as assumed.
 
     ``on_corrupt``: what a file or folder does with a frame that does not decode or a file that
     is cut short: "error" (raise :class:`DataError` naming the file and the last good frame) or
@@ -314,12 +353,12 @@ def open_source(spec: str, *, stdin_size: str | None = None, fps: float | None =
             size = (int(w_s), int(h_s))
         except ValueError:
             raise ConfigError(f"--stdin-size must look like 360x240 (W x H), got {stdin_size!r}") from None
-        return StdinSource(size, fps=fps, stream=stdin, warn=warn)
+        return StdinSource(size, fps=fps, stream=stdin, warn=warn, fallback_fps=fallback_fps)
     if "://" in spec or spec.startswith("/dev/"):
         return AVSource(spec, live=True, fps=fps, warn=warn, max_retries=max_retries, stall_s=stall_s)
     p = Path(spec)
     if p.is_dir():
-        return FolderSource(p, fps=fps, warn=warn, on_corrupt=on_corrupt)
+        return FolderSource(p, fps=fps, warn=warn, on_corrupt=on_corrupt, fallback_fps=fallback_fps)
     if p.is_file():
         return AVSource(spec, live=False, fps=fps, warn=warn, on_corrupt=on_corrupt)
     raise DataError(p, "not found (expected a video file, a frame folder, /dev/videoN, a URL or -)")

@@ -47,6 +47,7 @@ from scipy import ndimage
 
 from amsrc.data.groundtruth import FolderMasks, labels_to_intervals, write_mat_intervals
 from amsrc.data.index import Clip, DatasetIndex
+from amsrc.data.layouts import write_dataset_file
 from amsrc.errors import ConfigError, DataError
 
 GENERATOR_VERSION = 1  # bump when the rendered output of a given seed/settings changes
@@ -944,6 +945,7 @@ def _generate(root: Path, seed: int, s: SceneSettings) -> dict:
             tracks_out[split][name] = res.tracks
     _write_mat(root / _MAT_NAME, intervals_all)
     (root / "scene.json").write_text(json.dumps(meta, indent=1) + "\n")
+    write_dataset_file(root, FPS, "amsrc data synth")
     (root / "tracks.json").write_text(json.dumps(tracks_out, separators=(",", ":")) + "\n")
     meta["testing_labels"] = test_labels
     return meta
