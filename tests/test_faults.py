@@ -328,7 +328,7 @@ def test_truncated_video_is_never_scored_silently(world, tmp_path, capsys, frac)
     rc, err = _run(["score", world["model"], cut, "--csv", out, "--on-corrupt", "warn"], capsys)
     assert rc == 0 and "warning:" in err and "corrupt or truncated after frame" in err, err
     rows = out.read_text().splitlines()
-    assert 1 < len(rows) < 1 + 20
+    assert rows[0].startswith("# ") and 2 < len(rows) < 2 + 20  # the header comment, the columns, the frames
     rc, err = _run(["data", "check", cut], capsys)
     assert rc == 2 and f"{cut}" in err and "truncated" in err
 
@@ -451,7 +451,7 @@ def test_interrupted_file_scoring_exits_130_with_what_was_scored(world, tmp_path
     out = tmp_path / "s.csv"
     rc, err = _run(["score", world["model"], world["video"], "--csv", out], capsys)
     assert rc == 130 and "interrupted" in err, err
-    assert len(out.read_text().splitlines()) == 1 + 7
+    assert len(out.read_text().splitlines()) == 2 + 7  # the header comment, the columns, 7 frames
     assert not _leftovers(tmp_path)
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from amsrc.report.html import (
     CURVE_COLOUR,
+    END_COLOUR,
     EVENT_COLOUR,
     GT_COLOUR,
     labels_to_intervals,
@@ -67,8 +68,9 @@ def _stroked(svg: str, colour: str) -> list[np.ndarray]:
 
 def _plot_box(svg: str) -> tuple[float, float, float, float]:
     """(x0, x1, y_top, y_bottom) of the plot area: the smaller of the two white rectangles
-    (figure and axes backgrounds)."""
+    (figure and axes backgrounds; the flat one of a secondary time axis left out)."""
     boxes = [(p[:, 0].min(), p[:, 0].max(), p[:, 1].min(), p[:, 1].max()) for p in _filled(svg, "#ffffff")]
+    boxes = [b for b in boxes if b[3] - b[2] > 1.0]
     assert len(boxes) == 2, boxes
     return min(boxes, key=lambda b: b[1] - b[0])
 
@@ -99,10 +101,13 @@ def _report(tmp_path):
         title="Report <script>alert(1)</script> & co",
         curves={"Test001": (s, y), "cam <2>": (-s[:100], None)},
         threshold=1.625,
+        threshold_low=1.25,
         events=events,
-        thumbnails=[("event 1: crop & error map", cv2.imencode(".png", crop[:, :, ::-1])[1].tobytes())],
+        thumbnails=[(1, "event 1: crop & error map", cv2.imencode(".png", crop[:, :, ::-1])[1].tobytes())],
         settings={"name": "synthetic", "model": {"widths": [8, 16, 32, 64], "flow_scale": 4.0}},
         timings={"scoring (s)": 1.25, "frames/s": 456.5},
+        fps=10.0,
+        rate_text="10 fps (from --fps)",
     )
     return path, events, y
 
@@ -128,15 +133,27 @@ def test_html_is_self_contained_escaped_and_complete(tmp_path):
     assert "<?xml" not in page and "<!DOCTYPE svg" not in page and "<metadata" not in page
     for svg in svgs:
         assert len(_stroked(svg, CURVE_COLOUR)) == 1  # the score curve
-        dashed = [st for _, st in _paths(svg) if "stroke-dasharray" in st]
-        assert len(dashed) == 1 and dashed[0]["stroke"] == "#000000"  # the threshold
-    assert "threshold 1.625" in "".join(p.text)
-    # one table row per event, in order, with the explanation's cue
-    rows = [a for t, a in p.tags if t == "tr" and a.get("class") == "event-row"]
-    assert len(rows) == len(events)
+        dashed = sorted((st["stroke"], st["stroke-dasharray"]) for _, st in _paths(svg) if "stroke-dasharray" in st)
+        assert [c for c, _ in dashed] == ["#000000", END_COLOUR]  # the threshold, the end threshold
     text = "".join(p.text)
-    assert "cue: appearance" in text and "cam <2>" in text and "3.91" in text
-    assert len(re.findall(r">frame</text>", page)) == len(re.findall(r">score</text>", page)) == 2  # axis labels
+    assert "threshold 1.625" in text and "end 1.25" in text and "end threshold 1.25" in text
+    # one table row per event, in order, each with its id, start and end as frame and time, the cue in words
+    rows = [a for t, a in p.tags if t == "tr" and a.get("class") == "event-row"]
+    assert [r["id"] for r in rows] == ["event-1", "event-2"]
+    assert "frame 121 · 12.10 s" in text and "frame 158 · 15.80 s" in text and "38 frames · 3.80 s" in text
+    assert "looks odd" in text and "cam <2>" in text and "3.91 at frame 140 · 14.00 s" in text
+    # axis labels: frame (0-based) below, time on top (fps given), the score's name and unit
+    assert len(re.findall(r">frame \(0-based\)</text>", page)) == 2
+    assert len(re.findall(r">time \(s\)</text>", page)) == 2
+    assert len(re.findall(r">anomaly score \(z\)</text>", page)) == 2
+    assert "frames are numbered from 0" in text and "10 fps (from --fps)" in text
+    # an event's spans and number link to its row; its number in the table links to its picture and back
+    assert page.count('xlink:href="#event-1"') == 3 and page.count('xlink:href="#event-2"') == 3
+    assert ("a", {"href": "#thumb-1"}) in p.tags and ("a", {"href": "#event-1"}) in p.tags
+    assert ("figure", {"id": "thumb-1"}) in p.tags and ("a", {"href": "#thumb-2"}) not in p.tags
+    # settings folded away, the legend names ground truth (the first curve has labels)
+    assert re.search(r"<details><summary>Settings \(3\)</summary>\s*<table>.*model\.widths.*</table>\s*</details>", page)
+    assert "ground truth" in text
     # event spans: each event on its own curve (a light span and a band along the top), over its frames
     for svg, e, n in ((svgs[0], events[0], 300), (svgs[1], events[1], 100)):
         spans = _filled(svg, EVENT_COLOUR)
@@ -157,6 +174,13 @@ def test_html_is_self_contained_escaped_and_complete(tmp_path):
     assert text.count("event 1: crop & error map") == 1
 
 
+def test_ground_truth_only_where_labels_exist(tmp_path):
+    path = write_html_report(tmp_path / "r.html", title="cam", curves={"cam": (np.zeros(20), None)}, threshold=None,
+                             events=[], thumbnails=[], settings={}, timings={})
+    page = path.read_text()
+    assert "ground truth" not in page and "threshold (" not in page and "no events" in page
+
+
 def _chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         exe = shutil.which(name)
@@ -165,23 +189,43 @@ def _chromium() -> str | None:
     return None
 
 
+def _chromium_run(exe: str, tmp_path, url: str, *extra: str) -> subprocess.CompletedProcess:
+    profile = tmp_path / f"profile{len(list(tmp_path.glob('profile*')))}"
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", *extra, url]
+    env = {**os.environ, "HOME": str(tmp_path)}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=env, cwd=tmp_path)
+
+
 def test_html_renders_in_headless_chromium(tmp_path):
+    """The page as Chromium builds and draws it: the DOM it parsed holds the event rows with their
+    times, both thresholds and the linked thumbnail; the screenshot shows the curve, the ground
+    truth and the thumbnail's pixels."""
     exe = _chromium()
     if exe is None:
         pytest.skip("no Chromium on this machine (Debian: apt-get install chromium; .ci/run installs it)")
     from PIL import Image
 
-    path, _, _ = _report(tmp_path)
+    path, events, _ = _report(tmp_path)
+    dom = _chromium_run(exe, tmp_path, path.resolve().as_uri(), "--dump-dom")
+    assert dom.returncode == 0 and "</html>" in dom.stdout, dom.stderr[-2000:]
+    p = _Tags()
+    p.feed(dom.stdout)
+    rows = [a["id"] for t, a in p.tags if t == "tr" and a.get("class") == "event-row"]
+    assert rows == [f"event-{e['event']}" for e in events]
+    text = "".join(p.text)
+    assert "frame 121 · 12.10 s" in text and "frame 158 · 15.80 s" in text  # start and end: frame and time
+    assert "threshold 1.625" in text and "end threshold 1.25" in text
+    imgs = [a for t, a in p.tags if t == "img"]
+    assert len(imgs) == 1 and imgs[0]["src"].startswith("data:image/png;base64,")
+    assert ("figure", {"id": "thumb-1"}) in p.tags and ("a", {"href": "#thumb-1"}) in p.tags
+
     shot = tmp_path / "shot.png"
-    profile = tmp_path / "profile"
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", f"--screenshot={shot}", "--window-size=1200,900", path.resolve().as_uri()]
-    env = {**os.environ, "HOME": str(tmp_path)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=env, cwd=tmp_path)
+    proc = _chromium_run(exe, tmp_path, path.resolve().as_uri(), f"--screenshot={shot}", "--window-size=1200,2000")
     assert shot.is_file(), f"no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
     img = np.asarray(Image.open(shot).convert("RGB")).astype(np.int32)
-    assert img.shape == (900, 1200, 3)
+    assert img.shape == (2000, 1200, 3)
     assert img.std() > 20  # not blank
     want = np.array([int(CURVE_COLOUR[i:i + 2], 16) for i in (1, 3, 5)])
     curve_px = (np.abs(img - want).sum(axis=2) <= 30).sum()
@@ -190,6 +234,9 @@ def test_html_renders_in_headless_chromium(tmp_path):
     r, g, b = img[:, :, 0], img[:, :, 1], img[:, :, 2]
     pink = (r > 230) & (g > 180) & (g < 225) & (np.abs(g - b) < 12)
     assert pink.sum() > 2000, pink.sum()
+    # the thumbnail (48x64, its left half pure red) was decoded and drawn: 32 x 48 red pixels
+    red = (r > 240) & (g < 15) & (b < 15)
+    assert red.sum() >= 0.9 * 32 * 48, red.sum()
 
 
 def test_long_curve_is_decimated_keeping_extremes():

@@ -8,7 +8,18 @@ import numpy as np
 import pytest
 
 from amsrc.errors import ConfigError
-from amsrc.live.overlay import GREEN, RED, YELLOW, OverlayWriter, score_colour
+from amsrc.live.overlay import (
+    GREEN,
+    GREY,
+    ORANGE,
+    RED,
+    FrameView,
+    OverlayWriter,
+    bar_colour,
+    box_colour,
+    draw_frame,
+    place_labels,
+)
 
 H, W = 96, 128
 HIGH_BOX = (16, 24, 56, 72)  # x0, y0, x1, y1 (exclusive), scored above the threshold
@@ -34,69 +45,90 @@ def _edge(img: np.ndarray, box) -> np.ndarray:
     return img[y0 + h // 4 : y1 - h // 4, x0 : x0 + 2].reshape(-1, 3).mean(0)
 
 
-def test_score_colour_ramp():
-    assert score_colour(2.0, 1.0) == RED and score_colour(1.0, 1.0) == RED  # at/above: red
-    assert score_colour(-5.0, 1.0) == GREEN and score_colour(0.0, 1.0) == GREEN  # <= threshold - ramp
-    assert score_colour(0.9999999, 1.0) == YELLOW  # just below: end of the ramp
-    mid = score_colour(0.5, 1.0, ramp=1.0)
-    assert mid == tuple(int(round((g + y) / 2)) for g, y in zip(GREEN, YELLOW))
-    assert score_colour(1e6, float("inf")) == GREEN  # no threshold learned: nothing is red
+def test_box_and_bar_colour_rules():
+    assert box_colour(5.0, 3.0) == ORANGE and box_colour(3.0, 3.0) == ORANGE  # at/above on its own
+    assert box_colour(5.0, 3.0, responsible=True) == RED and box_colour(-1.0, 3.0, responsible=True) == RED
+    assert box_colour(2.99, 3.0) == GREEN and box_colour(1e6, float("inf")) == GREEN  # no threshold: none above
+    assert box_colour(float("nan"), 3.0) == GREY
+    assert bar_colour(3.0, 3.0, 2.0) == RED and bar_colour(2.5, 3.0, 2.0) == ORANGE and bar_colour(1.9, 3.0, 2.0) == GREEN
 
 
-def test_overlay_without_threshold_draws_green(tmp_path):
+def _view(**kw) -> FrameView:
+    base = dict(index=7, time_s=0.7, boxes=np.array([HIGH_BOX, LOW_BOX]), object_scores=np.array([3.5, -1.0]),
+                score=2.0, threshold=1.0, threshold_low=0.5)
+    return FrameView(**{**base, **kw})
+
+
+def test_overlay_without_threshold_draws_green():
     import warnings
 
-    ow = OverlayWriter(tmp_path / "n.mkv", fps=25, size_hw=(H, W))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # no overflow in the score bar
-            img = ow.render(_grey(), np.array([HIGH_BOX]), np.array([50.0]), threshold=float("inf"))
-        assert img[HIGH_BOX[1] + 20, HIGH_BOX[0]].tolist() == list(GREEN)
-    finally:
-        ow.abort()
-    assert list(tmp_path.iterdir()) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow in the score bar
+        img = draw_frame(_grey(), _view(object_scores=np.array([50.0, 1.0]), threshold=float("inf"),
+                                        threshold_low=None))
+    assert img[HIGH_BOX[1] + 20, HIGH_BOX[0]].tolist() == list(GREEN)
+
+
+def test_labels_only_top_k_and_never_overlapping():
+    rng = np.random.default_rng(0)
+    xy = rng.integers(0, 300, (40, 2))
+    boxes = np.concatenate([xy, xy + rng.integers(10, 60, (40, 2))], 1)
+    scores = rng.normal(0, 3, 40)
+    reserved = [(0, 0, 400, 30)]
+    got = place_labels(boxes, scores, (360, 400), 0.4, 5, reserved)
+    assert 1 <= len(got) <= 5
+    assert {k for k, _ in got} <= set(np.argsort(-scores)[:5].tolist())  # only the 5 highest carry a label
+    rects = [r for _, r in got] + reserved
+    for i in range(len(rects)):
+        for j in range(i + 1, len(rects)):
+            a, b = rects[i], rects[j]
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
 
 
 @pytest.mark.parametrize("codec", ["h264", "no_such_codec"])
 def test_overlay_roundtrip_counts_size_and_colours(tmp_path, codec):
     out = tmp_path / "overlay.mp4"
-    boxes = np.array([HIGH_BOX, LOW_BOX], np.int32)
     with OverlayWriter(out, fps=25, size_hw=(H, W), codec=codec) as ow:
         assert not out.exists()  # only a temporary file while writing
-        for _ in range(20):
-            ow.write(_grey(), boxes, np.array([3.5, -1.0]), threshold=1.0)
+        for i in range(20):  # frames 10..19 inside event 1
+            ow.write(_grey(), _view(index=i, event=1 if i >= 10 else None))
     assert ow.codec == ("h264" if codec == "h264" else "mpeg4")  # unknown encoder -> mpeg4 fallback
     assert ow.frames_written == 20
     assert [p.name for p in tmp_path.iterdir()] == ["overlay.mp4"]  # no temporary left
     frames = _decode(out)
     assert len(frames) == 20
     assert frames[0].shape == (H, W, 3)
-    for f in (frames[0], frames[10], frames[19]):
+    for i in (0, 9, 10, 19):
+        f = frames[i]
         r, g, b = _edge(f, HIGH_BOX)
-        assert r > 180 and g < 80 and b < 80, (r, g, b)  # red box where the score is above threshold
+        if i < 10:  # above the threshold on its own: orange
+            assert r > 200 and 100 < g < 200 and b < 80, (i, r, g, b)
+        else:  # the object the open event is about: red
+            assert r > 180 and g < 80 and b < 80, (i, r, g, b)
         r, g, b = _edge(f, LOW_BOX)
         assert g > 140 and r < 80 and b < 80, (r, g, b)  # green box below
-        # inside the boxes and far from everything: the untouched grey background
-        assert np.abs(f[60:66, 30:40].astype(int) - 128).max() <= 6
-        # the frame-score panel (top-left): dark background, a red bar filled to sigmoid(3.5 - 1) of its
-        # width (the text is too thin to stay red through 4:2:0 chroma, so the bar is what is counted)
-        panel = f[:20, :64].reshape(-1, 3).astype(int)
+        assert np.abs(f[60:66, 30:40].astype(int) - 128).max() <= 6  # untouched background inside a box
+        # the EVENT banner along the bottom: red while the event is open, the grey frame otherwise
+        banner = f[-6:, 40:].reshape(-1, 3).astype(int).mean(0)
+        assert (banner[0] > 180 and banner[1] < 70) == (i >= 10), (i, banner)
+        # the score bar: score 2.0 >= threshold 1.0, so red, from the bar's left end
+        panel = f[:32].reshape(-1, 3).astype(int)
         red = (panel[:, 0] > 150) & (panel[:, 1] < 90) & (panel[:, 2] < 90)
-        assert (panel.sum(1) < 60).mean() > 0.3 and red.sum() > 150, ((panel.sum(1) < 60).mean(), red.sum())
+        assert red.sum() > 150, red.sum()
 
 
 def test_overlay_exception_leaves_nothing(tmp_path):
     out = tmp_path / "bad.mp4"
     with pytest.raises(RuntimeError):
         with OverlayWriter(out, fps=25, size_hw=(H, W)) as ow:
-            ow.write(_grey(), np.array([HIGH_BOX]), np.array([2.0]), 1.0)
+            ow.write(_grey(), _view())
             raise RuntimeError("scorer died")
     assert list(tmp_path.iterdir()) == []
     from amsrc.errors import DataError
 
     with pytest.raises(DataError, match="uint8 RGB"):
         with OverlayWriter(out, fps=25, size_hw=(H, W)) as ow:
-            ow.write(np.zeros((H + 2, W, 3), np.uint8), [], [], 1.0)
+            ow.write(np.zeros((H + 2, W, 3), np.uint8), _view())
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ConfigError, match="must end in"):
         OverlayWriter(tmp_path / "x.gif", fps=25, size_hw=(H, W))

@@ -105,7 +105,7 @@ def test_plot_error_maps_png(tmp_path):
         items.append((f"clip {i} frame {10 * i}", target, pred, error_map(target, pred)))
     fig = error_maps_figure(items)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titles[:3] == ["clip 0 frame 0\ntarget", "prediction", "squared error"]
+    assert titles[:3] == ["clip 0 frame 0\ntarget", "prediction", "squared error per pixel\n(intensities 0-1; its sum is S_p)"]
     out = plot_error_maps(items, tmp_path / "errors.png")
     img = cv2.imread(str(out))
     assert img is not None

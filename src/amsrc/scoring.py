@@ -44,6 +44,16 @@ STD_FLOOR = 1e-6
 # A Gaussian kernel is cut at this many sigmas (scipy.ndimage.gaussian_filter1d's default).
 GAUSS_TRUNCATE = 4.0
 
+# The one score a person sees, in the words every output uses (curves, overlay, events, CSV, report).
+SCORE_NAME = "anomaly score"
+SCORE_UNIT = "z"  # standard deviations of normal training objects
+SCORE_MEANING = ("anomaly score, in standard deviations of normal training objects (z): each object's two cues "
+                 "(appearance-motion inconsistency S_f, prediction error S_p) are measured against the objects "
+                 "the model was trained on and weighted together; 0 is a typical normal object, negative is more "
+                 "normal than typical; a frame's score is its highest object's")
+RAW_MEANING = "raw: the frame's score as computed; smoothed (the anomaly score): causally smoothed over the frames before"
+FRAME_BASE = "frames are numbered from 0"
+
 @dataclass(frozen=True)
 class TrainStats:
     """Mean and std of the object scores over the training cubes, under the final model."""

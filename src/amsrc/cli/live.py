@@ -16,7 +16,7 @@ from amsrc.detector import AMSRC
 from amsrc.errors import ConfigError, DataError
 from amsrc.live.events import END_FRAMES, MIN_FRAMES
 from amsrc.live.fit import fit_footage
-from amsrc.live.overlay import OverlayWriter
+from amsrc.live.overlay import FrameView, OverlayWriter
 from amsrc.live.run import score_source
 from amsrc.report.collector import ReportCollector
 from amsrc.training.checkpoint import Threshold
@@ -39,25 +39,35 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 class _Outputs:
     """The per-frame side outputs of ``amsrc score``: the overlay video (opened at the first frame,
-    when its size is known) and the HTML report's collector."""
+    when its size is known) and the HTML report's collector, both drawn from one :class:`FrameView`
+    per frame (an event is open from its start line to its end line)."""
 
-    def __init__(self, overlay: str | None, report: bool, fps: float, threshold: Threshold | None):
+    def __init__(self, overlay: str | None, report: bool, source, threshold: Threshold | None, detector,
+                 min_frames: int):
         self.overlay_path = overlay
-        self.fps = fps
+        self.fps = source.fps or DEFAULT_FPS
+        self.rate_note = f" ({DEFAULT_FPS:g} fps assumed)" if source.fps_assumed else ""
         self.threshold = float("inf") if threshold is None else threshold.value
+        self.threshold_low = None if threshold is None else threshold.low
         self.writer: OverlayWriter | None = None
-        self.collector = ReportCollector() if report else None
+        self.collector = ReportCollector(detector, min_frames=min_frames) if report else None
         self.frames = 0  # frames scored so far
+        self.open_event: int | None = None
 
     def on_frame(self, rgb, index, t, r, lines) -> None:
+        for e in lines:
+            self.open_event = e["event"] if e["type"] == "event_start" else None
+        view = None
         if rgb is not None:
             self.frames += 1
+            view = FrameView(index, t, r.boxes, r.object_scores, r.score, self.threshold, self.threshold_low,
+                             self.open_event, self.rate_note)
         if self.overlay_path and rgb is not None:
             if self.writer is None:
                 self.writer = OverlayWriter(self.overlay_path, self.fps, rgb.shape[:2])
-            self.writer.write(rgb, r.boxes, r.object_scores, self.threshold)
+            self.writer.write(rgb, view)
         if self.collector is not None:
-            self.collector.on_frame(rgb, index, t, r, lines)
+            self.collector.on_frame(rgb, view, r, lines)
 
     def abort(self) -> None:
         if self.writer is not None:
@@ -136,8 +146,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, args.threads))  # per-frame batches are small: one thread is fastest
     det = _load_scorer(args)
     source = open_source(args.source, stdin_size=args.stdin_size, fps=args.fps, max_retries=args.retries,
-                         stall_s=args.stall, on_corrupt=args.on_corrupt)
-    outputs = _Outputs(outs.get("overlay"), bool(args.report), source.fps or DEFAULT_FPS, det.threshold_)
+                         stall_s=args.stall, on_corrupt=args.on_corrupt,
+                         fallback_fps=None if det.footage_ is None else det.footage_.fps)
+    outputs = _Outputs(outs.get("overlay"), bool(args.report), source, det.threshold_, det, args.min_frames)
     frames_path = outs.get("csv") or outs.get("jsonl")
     with (_text_output(frames_path, source.live, outputs) as f_out,
           _text_output(outs.get("events"), source.live, outputs) as e_out):
@@ -159,8 +170,9 @@ def cmd_score(args: argparse.Namespace) -> int:
                     "frame_size": None if det.footage_ is None else det.footage_.frame_size,
                     **det.preset_.to_dict()}
         path = outputs.collector.write(outs["report"], title=f"amsrc score: {source.name}",
-                                       threshold=None if thr is None else thr.value, settings=settings,
-                                       summary=summary)
+                                       threshold=None if thr is None else thr.value,
+                                       threshold_low=None if thr is None else thr.low, settings=settings,
+                                       summary=summary, fps=source.fps or DEFAULT_FPS, rate_text=source.rate_text())
         print(f"report: {path}", file=sys.stderr)
     if summary.interrupted and not summary.reader_gone:
         print("interrupted: what was scored is written", file=sys.stderr)

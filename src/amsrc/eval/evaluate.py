@@ -22,7 +22,16 @@ from amsrc.eval.metrics import evaluate_frames, roc_auc
 from amsrc.eval.plots import error_map, plot_error_maps, plot_score_curves
 from amsrc.prepare.cubes import T_APPEARANCE
 from amsrc.report.html import write_html_report
-from amsrc.scoring import ClipScores, clip_scores, combine, empty_frame_score, smooth
+from amsrc.scoring import (
+    FRAME_BASE,
+    SCORE_MEANING,
+    SCORE_UNIT,
+    ClipScores,
+    clip_scores,
+    combine,
+    empty_frame_score,
+    smooth,
+)
 from amsrc.utils import write_json_atomic
 
 PAPER_DROP = T_APPEARANCE - 1  # the official evaluation leaves out the first 4 frames of each clip (they have no cube)
@@ -184,8 +193,8 @@ def _write_report(detector, out_dir: Path, split: str, smoothed, labels, result,
     threshold = None if getattr(detector, "threshold_", None) is None else detector.threshold_.value
     thumbs = []
     if (out_dir / "error_maps.png").is_file():
-        thumbs.append((f"the {len(top)} highest-scoring objects: target, prediction, squared error",
-                       (out_dir / "error_maps.png").read_bytes()))
+        thumbs.append((f"the {len(top)} highest-scoring objects, numbered as in the table: frame t, its prediction, "
+                       f"the squared error per pixel ({FRAME_BASE})", (out_dir / "error_maps.png").read_bytes()))
     timings = {"scoring (s)": round(t_score, 3), "frames": n_frames,
                "frames/s": round(n_frames / t_score, 1) if t_score > 0 else None}
     def auc(m) -> str:
@@ -194,10 +203,19 @@ def _write_report(detector, out_dir: Path, split: str, smoothed, labels, result,
 
     title = (f"amsrc evaluate: {result['preset']} / {result['variant']} on {split} - micro AUROC "
              f"{auc(result['raw'])} raw, {auc(result['smoothed'])} smoothed ({result['smoothing']})")
+    thr = getattr(detector, "threshold_", None)
     write_html_report(out_dir / "report.html", title=title,
                       curves={n: (smoothed[n], labels[n]) for n in smoothed},
                       threshold=None if threshold is None else float(threshold),
-                      events=top, thumbnails=thumbs, settings=detector.preset_.to_dict(), timings=timings)
+                      threshold_low=None if thr is None else thr.low,
+                      events=top, thumbnails=thumbs, settings=detector.preset_.to_dict(), timings=timings,
+                      intro=f"The curves are the {SCORE_MEANING}, smoothed ({result['smoothing']}); ground truth "
+                            "shaded. The table lists the highest-scoring objects of the split.",
+                      events_heading="Highest-scoring objects")
+
+
+def _nth(k: int) -> str:
+    return "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
 
 
 def _plot_top_objects(detector, store, split, clips, out_png: Path, top_k: int) -> list[dict]:
@@ -218,9 +236,11 @@ def _plot_top_objects(detector, store, split, clips, out_png: Path, top_k: int) 
             continue
         pred, tgt = out.pred[0].transpose(1, 2, 0), out.target[0].transpose(1, 2, 0)
         t = int(cubes.frames[i])
-        items.append((f"clip {name} frame {t + 1} score {s:.2f}", tgt, pred, error_map(tgt, pred)))
-        rows.append({"event": len(rows) + 1, "clip": name, "start_frame": t, "end_frame": t,
-                     "peak_score": round(s, 4), "box": [int(v) for v in cubes.boxes[i]]})
+        items.append((f"{len(rows) + 1}: clip {name}, frame {t}, score {s:.2f} {SCORE_UNIT}", tgt, pred,
+                      error_map(tgt, pred)))
+        rows.append({"event": len(rows) + 1, "clip": name, "start_frame": t, "end_frame": t, "peak_frame": t,
+                     "peak_score": round(s, 4), "box": [int(v) for v in cubes.boxes[i]],
+                     "why": f"the {len(rows) + 1}{_nth(len(rows) + 1)} highest object score of the split"})
     if items:
         plot_error_maps(items, out_png)
     return rows

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from amsrc.scoring import SCORE_NAME, SCORE_UNIT
 from amsrc.utils import atomic_path
 
 
@@ -118,9 +119,9 @@ def score_curves_figure(
         ax.set_title(str(name), fontsize=9)
         ax.tick_params(labelsize=7)
         if i % ncols == 0:
-            ax.set_ylabel("score", fontsize=8)
+            ax.set_ylabel(f"{SCORE_NAME} ({SCORE_UNIT})", fontsize=8)
         if i // ncols == nrows - 1:
-            ax.set_xlabel("frame", fontsize=8)
+            ax.set_xlabel("frame (0-based)", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -171,7 +172,7 @@ def error_maps_figure(items: Sequence[tuple[str, Any, Any, Any]], dpi: int = 100
             ax.set_yticks([])
         ax = fig.add_subplot(len(items), 3, 3 * r + 3)
         im = ax.imshow(e, cmap="jet", vmin=0.0, vmax=max(float(e.max()), 1e-12), interpolation="nearest")
-        ax.set_title("squared error", fontsize=8)
+        ax.set_title("squared error per pixel\n(intensities 0-1; its sum is S_p)", fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
         cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)

@@ -53,7 +53,28 @@ def explain(result, k: int, stats, speeds: SpeedStats | None) -> dict:
     cue = max(cands, key=cands.get)
     out["cue"] = cue
     out["why"] = CUES[cue]
+    out["words"] = cue_words(out)
     return out
+
+
+def cue_words(ex: dict) -> str:
+    """An explanation (:func:`explain`) in one sentence for a person: "moves 2.5x faster than the
+    fastest 1% of normal objects here (6.1 px/frame)"."""
+    cue = ex.get("cue")
+    if cue == "speed":
+        p99 = ex.get("train_speed_p99") or 0.0
+        sp = ex["speed_px_per_frame"]
+        if p99 > 0:
+            return (f"moves {sp / p99:.1f}x as fast as the fastest 1% of normal objects here "
+                    f"({sp:.1f} px/frame against {p99:.1f})")
+        return f"moves at {sp:.1f} px/frame, faster than the normal objects here"
+    if cue == "motion":
+        return (f"moves unlike what it looks like: its appearance-motion inconsistency is {ex['z_s_f']:.1f} "
+                "standard deviations above that of normal objects")
+    if cue == "appearance":
+        return (f"looks unlike the normal objects: its prediction error is {ex['z_s_p']:.1f} standard "
+                "deviations above that of normal objects")
+    return "-"
 
 
 @dataclass

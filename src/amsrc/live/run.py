@@ -8,14 +8,18 @@ it goes) and feeds an :class:`~amsrc.live.events.EventDetector` with the model's
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
+
+import numpy as np
 
 from amsrc.data.sources import DEFAULT_FPS
 from amsrc.errors import ConfigError
 from amsrc.live.events import END_FRAMES, MIN_FRAMES, EventDetector
 from amsrc.live.stream import FrameResult, StreamScorer
+from amsrc.scoring import FRAME_BASE, SCORE_MEANING
 from amsrc.utils import prefetch
 
 CSV_COLUMNS = ("frame", "time", "raw", "score", "anomalous", "objects",
@@ -77,21 +81,47 @@ def _csv_row(rec: dict) -> str:
     return ",".join(str(v) for v in vals) + "\n"
 
 
-class _Lines:
-    """Where the frame and event lines go: ``frames_out`` (JSON lines or CSV) and ``events_out``
-    (JSON lines; None: among the JSON frame lines, or nowhere for CSV). Alerts are also said on ``warn``."""
+def output_header(source, threshold) -> dict:
+    """The first line of the per-frame output: what each column means, the frame base, the frame rate
+    the times are at, the thresholds. A JSON line ``{"type": "header", ...}``; in CSV a ``#`` line
+    (``pandas.read_csv(f, comment="#")``, ``numpy.genfromtxt`` skip it)."""
+    return {
+        "type": "header", "source": source.name,
+        "frame": f"frame index ({FRAME_BASE})",
+        "time": f"seconds from the start of the source, at {source.rate_text()}",
+        "score": SCORE_MEANING + "; causally smoothed (what the threshold is compared with)",
+        "raw": "the same before smoothing",
+        "anomalous": "score >= threshold (empty: the model has no threshold)",
+        "top_score": "the highest object's score (raw, z)",
+        "threshold": None if threshold is None else round(float(threshold.value), 4),
+        "end_threshold": None if threshold is None else round(float(threshold.low), 4),
+    }
 
-    def __init__(self, frames_out, events_out, fmt: str, warn):
+
+class _Lines:
+    """Where the frame and event lines go: ``frames_out`` (JSON lines or CSV; None: nowhere) and
+    ``events_out`` (JSON lines; None: among the JSON frame lines, or nowhere for CSV). Alerts are also
+    said on ``warn``. ``header`` (:func:`output_header`) is the first line written."""
+
+    def __init__(self, frames_out, events_out, fmt: str, warn, header: dict | None = None):
         if fmt not in ("jsonl", "csv"):
             raise ConfigError(f"output format must be jsonl or csv, got {fmt!r}")
         self.fmt, self.warn = fmt, warn
+        self.assumed = f" at {DEFAULT_FPS:g} fps, assumed" if header is not None and "(assumed)" in header["time"] else ""
         self.frames_out = frames_out
         self.events_out = events_out if events_out is not None else (frames_out if fmt == "jsonl" else None)
-        if fmt == "csv":
-            frames_out.write(",".join(CSV_COLUMNS) + "\n")
+        if frames_out is not None:
+            if fmt == "csv":
+                if header is not None:
+                    frames_out.write("# " + "; ".join(f"{k}: {v}" for k, v in header.items() if k != "type") + "\n")
+                frames_out.write(",".join(CSV_COLUMNS) + "\n")
+            elif header is not None:
+                frames_out.write(json.dumps(header) + "\n")
             frames_out.flush()
 
     def frame(self, rec: dict) -> None:
+        if self.frames_out is None:
+            return
         self.frames_out.write(json.dumps(rec) + "\n" if self.fmt == "jsonl" else _csv_row(rec))
         self.frames_out.flush()
 
@@ -99,7 +129,8 @@ class _Lines:
         for e in lines:
             ex = e["explanation"] or {}
             if e["type"] == "event_start":
-                self.warn(f"alert: event {e['event']} started at frame {e['start_frame']} ({e['start_time']:.2f} s), "
+                self.warn(f"alert: event {e['event']} started at frame {e['start_frame']} ({e['start_time']:.2f} s"
+                          f"{self.assumed}), "
                           f"alerted at frame {e['alert_frame']}, score {e['score']:.3f}"
                           + (f", cue: {ex['cue']}" if ex else ""))
             else:
@@ -206,8 +237,8 @@ def score_source(detector, source, frames_out, *, fmt: str = "jsonl", events_out
     if warn is None:
         def warn(msg: str) -> None:
             print(msg, file=sys.stderr, flush=True)
-    out = _Lines(frames_out, events_out, fmt, warn)
     thr = getattr(detector, "threshold_", None)
+    out = _Lines(frames_out, events_out, fmt, warn, output_header(source, thr))
     foot = getattr(detector, "footage_", None)
     frame_size = None if foot is None else foot.frame_size
     scorer = StreamScorer(detector, None if thr is None else thr.value, frame_size)
@@ -265,3 +296,91 @@ def score_source(detector, source, frames_out, *, fmt: str = "jsonl", events_out
     secs = time.perf_counter() - t_wall0
     return ScoreSummary(source.name, n, source.skipped, source.reconnects, len(events.events) if events else 0, secs,
                         n / secs if secs > 0 else 0.0, source.live, lag.max, interrupted, rescaled, gone)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event of a scored video (frames 0-based, times in seconds from the start)."""
+
+    number: int
+    start_frame: int  # first frame at or above the threshold
+    alert_frame: int  # the frame it was raised at (start + min_frames - 1)
+    end_frame: int  # last frame at or above the end threshold
+    start_time: float
+    end_time: float
+    peak_score: float  # highest anomaly score (smoothed, z) inside it
+    peak_frame: int
+    peak_time: float
+    box: tuple[int, int, int, int] | None  # the peak frame's highest-scoring object: x0, y0, x1, y1 (exclusive)
+    cue: str | None  # "motion", "appearance" or "speed" (None: the model has no training statistics)
+    why: str | None  # the cue in words
+
+
+@dataclass(frozen=True)
+class VideoScores:
+    """What :func:`score_video` returns: per-frame scores (numpy arrays, one entry per scored frame)
+    and the events, pandas-free."""
+
+    source: str
+    fps: float  # frame rate of ``time``
+    fps_origin: str  # where it comes from: "the video", "--fps", a dataset.json, "the model", "assumed"
+    frame: np.ndarray  # (n,) int64 frame index in the source (0-based; a skipped corrupt frame leaves a gap)
+    time: np.ndarray  # (n,) float64 seconds from the start
+    raw: np.ndarray  # (n,) float64 frame score before smoothing
+    score: np.ndarray  # (n,) float64 the anomaly score: causally smoothed, in z (what the threshold is compared with)
+    anomalous: np.ndarray | None  # (n,) bool score >= threshold; None when the model has no threshold
+    threshold: float | None
+    threshold_low: float | None
+    events: tuple[Event, ...]
+    summary: ScoreSummary
+
+
+def score_video(detector, source, *, fps: float | None = None, on_corrupt: str = "error",
+                min_frames: int = MIN_FRAMES, end_frames: int = END_FRAMES, warn=None) -> VideoScores:
+    """Score a whole video file, frame folder or any ``amsrc score`` source with a fitted detector and
+    return its per-frame scores and events (:class:`VideoScores`): the same loop as ``amsrc score``
+    (:func:`score_source`), nothing written. ``source``: a path or URL (opened with
+    :func:`amsrc.data.sources.open_source`) or an open :class:`~amsrc.data.sources.FrameSource`.
+    Messages (frame rate assumed, rescaling, alerts) go to ``warn`` (default: the ``amsrc`` logger)."""
+    import logging
+
+    from amsrc.data.sources import open_source
+
+    if warn is None:
+        logger = logging.getLogger("amsrc")
+        warn = logger.info
+    if isinstance(source, (str, os.PathLike)):
+        foot = getattr(detector, "footage_", None)
+        source = open_source(str(source), fps=fps, warn=warn, on_corrupt=on_corrupt,
+                             fallback_fps=None if foot is None else foot.fps)
+    rows: list[tuple[int, float, float, float, bool | None]] = []
+    starts: dict[int, dict] = {}
+    ends: list[dict] = []
+
+    def on_frame(rgb, index, time_s, r, lines):
+        if r is not None and rgb is not None:
+            rows.append((int(index), float(time_s), float(r.raw), float(r.score), r.anomalous))
+        for e in lines:
+            (starts.__setitem__(e["event"], e) if e["type"] == "event_start" else ends.append(e))
+
+    summary = score_source(detector, source, None, warn=warn, on_frame=on_frame, min_frames=min_frames,
+                           end_frames=end_frames)
+    if summary.interrupted:
+        raise KeyboardInterrupt
+    thr = getattr(detector, "threshold_", None)
+    events = []
+    for e in ends:
+        ex = e.get("explanation") or {}
+        top = (e.get("boxes") or [None])[0]
+        events.append(Event(int(e["event"]), int(e["start_frame"]), int(starts[e["event"]]["alert_frame"]),
+                            int(e["end_frame"]), float(e["start_time"]), float(e["end_time"]), float(e["peak_score"]),
+                            int(e["peak_frame"]), float(e["peak_time"]),
+                            None if top is None else tuple(int(v) for v in top["box"]), ex.get("cue"), ex.get("words")))
+    col = list(zip(*rows)) if rows else [(), (), (), (), ()]
+    return VideoScores(
+        source=source.name, fps=float(source.fps or DEFAULT_FPS), fps_origin=source.fps_origin,
+        frame=np.asarray(col[0], np.int64), time=np.asarray(col[1], np.float64), raw=np.asarray(col[2], np.float64),
+        score=np.asarray(col[3], np.float64),
+        anomalous=None if thr is None else np.asarray(col[4], bool),
+        threshold=None if thr is None else float(thr.value), threshold_low=None if thr is None else float(thr.low),
+        events=tuple(events), summary=summary)

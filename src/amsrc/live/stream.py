@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -57,6 +57,7 @@ class FrameResult:
     s_p: np.ndarray  # (K,) float32 raw squared prediction error; NaN when not computed (w_p = 0: no decoder run)
     speed: np.ndarray  # (K,) float32 object_speeds: median flow magnitude, pixels/frame at the fitted size
     seconds: float  # processing time of this frame (flow, boxes, cubes, network, score), waits excluded
+    cubes: FrameObjects | None = field(default=None, repr=False)  # the objects' cubes at the fitted size (error maps)
 
     @property
     def top(self) -> int | None:
@@ -170,6 +171,7 @@ class StreamScorer:
             anomalous=None if self.threshold is None else bool(score >= self.threshold),
             boxes=boxes, object_scores=np.asarray(comb, np.float64), s_f=np.asarray(s_f, np.float32),
             s_p=np.asarray(s_p, np.float32), speed=speed, seconds=prep.seconds + time.perf_counter() - t0,
+            cubes=obj,
         )
         self.t += 1
         return res
