@@ -53,8 +53,10 @@ def write_folder(frames: np.ndarray, d: Path) -> Path:
     return d
 
 
-def read_lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def read_lines(path: Path, kind: str | None = None) -> list[dict]:
+    """The JSON lines of a file (those of ``type`` ``kind`` only, when given)."""
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in lines if kind is None or r["type"] == kind]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +96,9 @@ def test_event_alerted_normal_stretches_not(fitted, capsys):
 
     out, ev = fitted["dir"] / "scores.jsonl", fitted["dir"] / "events.jsonl"
     assert main(["score", str(fitted["model"]), str(fitted["test"]), "--jsonl", str(out), "--events", str(ev)]) == 0
-    frames = read_lines(out)
+    head, *frames = read_lines(out)
+    assert head["type"] == "header" and "numbered from 0" in head["frame"] and "25 fps (assumed)" in head["time"]
+    assert "standard deviations of normal training objects" in head["score"]
     assert [r["frame"] for r in frames] == list(range(N_TEST))
     events = read_lines(ev)
     ends = [e for e in events if e["type"] == "event_end"]
@@ -176,8 +180,9 @@ def test_resolution_mismatch_rescaled_or_refused(fitted, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"frames are {2 * W}x{2 * H} but the model was fitted on {W}x{H}" in err
     rows = out.read_text().splitlines()
-    assert rows[0].startswith("frame,time,raw,score") and len(rows) == 1 + 30
-    boxes = [list(map(int, r.split(",")[6:10])) for r in rows[1:] if r.split(",")[6]]
+    assert rows[0].startswith("# source: ") and "frames are numbered from 0" in rows[0]
+    assert rows[1].startswith("frame,time,raw,score") and len(rows) == 2 + 30
+    boxes = [list(map(int, r.split(",")[6:10])) for r in rows[2:] if r.split(",")[6]]
     assert boxes and max(b[2] for b in boxes) > W  # boxes are in the source's pixels
     assert main(["score", str(fitted["model"]), str(src), "--strict-size"]) == 2
     assert "--strict-size" in capsys.readouterr().err
@@ -263,18 +268,58 @@ def test_event_detector_hysteresis():
     assert (e["start_frame"], e["end_frame"], e["peak_frame"]) == (17, 24, 17)
 
 
-def test_score_writes_overlay_and_report(fitted, tmp_path, capsys):
+def test_overlay_and_report_agree_with_the_events_frame_by_frame(fitted, tmp_path, capsys):
+    """The overlay shows the EVENT banner exactly from an event's alert frame until its end line, the
+    top object's box red then, the score bar in the colour of the frame's score against both
+    thresholds; the report has one row and one picture per event with its frames and times."""
     import av
 
     from amsrc.cli import main
+    from amsrc.detector import AMSRC
+    from amsrc.live.overlay import bar_colour, bar_scale
 
-    ov, rep = tmp_path / "o.mp4", tmp_path / "r.html"
-    assert main(["score", str(fitted["model"]), str(fitted["test"]), "--jsonl", str(tmp_path / "s.jsonl"),
-                 "--overlay", str(ov), "--report", str(rep)]) == 0
+    ov, rep, sj, ev = tmp_path / "o.mp4", tmp_path / "r.html", tmp_path / "s.jsonl", tmp_path / "e.jsonl"
+    assert main(["score", str(fitted["model"]), str(fitted["test"]), "--jsonl", str(sj), "--events", str(ev),
+                 "--overlay", str(ov), "--report", str(rep), "--fps", "10"]) == 0
+    thr = AMSRC.load(fitted["model"]).threshold_
+    frames = read_lines(sj, "frame")
+    starts, ends = read_lines(ev, "event_start"), read_lines(ev, "event_end")
+    assert len(starts) == len(ends) >= 1
+    open_at = {f for s, e in zip(starts, ends) for f in range(s["alert_frame"], e["emitted_frame"])}
     with av.open(str(ov)) as c:
-        assert sum(1 for _ in c.decode(video=0)) == N_TEST
+        video = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(video) == len(frames) == N_TEST
+    classes = {(230, 25, 25): "red", (255, 150, 0): "orange", (0, 200, 0): "green"}
+
+    def colour(px) -> str:
+        return min(classes.items(), key=lambda kv: np.abs(np.asarray(kv[0]) - px).sum())[1]
+
+    lo, hi = bar_scale(thr.value, thr.low)
+    checked = 0
+    for rec, img in zip(frames, video):
+        t = rec["frame"]
+        banner = img[-5:, 50:].reshape(-1, 3).astype(int).mean(0)
+        assert (banner[0] > 180 and banner[1] < 80 and banner[2] < 80) == (t in open_at), (t, banner)
+        if t in open_at and rec["top_box"] is not None:  # the object the event is about: a red box
+            x0, y0, x1, y1 = rec["top_box"]
+            ring = np.concatenate([img[y0:y1, x0], img[y0:y1, x1 - 1], img[y0, x0:x1], img[y1 - 1, x0:x1]]).astype(int)
+            red = [colour(px) == "red" for px in ring if px.sum() > 150]  # labels' black backgrounds may cover parts
+            assert np.mean(red) > 0.6, (t, np.mean(red))
+        # the bar's first pixels, where it is filled, have the colour of the score against both thresholds
+        if rec["score"] > lo + 0.25 * (hi - lo):  # filled well past the pixels looked at
+            px = np.median(img[20:26, 70:73].reshape(-1, 3).astype(int), 0)
+            assert colour(px) == classes[bar_colour(rec["score"], thr.value, thr.low)], (t, rec["score"], px)
+            checked += 1
+    assert checked >= 20
+    # the report: a row per event (start and end as frame and time at 10 fps), a picture per event, linked
     html = rep.read_text()
-    assert "event 1: frames" in html and "data:image/png;base64," in html
+    for e in ends:
+        n = e["event"]
+        assert f'<tr class="event-row" id="event-{n}">' in html and f'id="thumb-{n}"' in html
+        assert f"frame {e['start_frame']} · {e['start_frame'] / 10:.2f} s" in html
+        assert f"frame {e['end_frame']} · {e['end_frame'] / 10:.2f} s" in html
+    assert html.count('<img alt="event ') == len(ends) and "ground truth" not in html
+    assert f"threshold {thr.value:.4g}" in html and "10 fps (from --fps)" in html
     err = capsys.readouterr().err
     assert f"overlay video: {ov}" in err and f"report: {rep}" in err
 
@@ -334,3 +379,41 @@ def test_validation_counts_alerted_events_and_time_to_alert(fitted, tmp_path):
     assert 0 <= v["median_delay_s"] <= 1.0 and v["false_alarms"] == 0
     assert v["normal_s"] == pytest.approx((N_TEST - (EVENT[1] - EVENT[0])) / 25.0)
     assert "1 of 1 injected events alerted (100%)" in format_validation(v)
+
+
+def test_python_api_scores_a_video_as_the_cli_does(fitted, tmp_path):
+    """``AMSRC.score_video`` returns the CLI's per-frame scores and events as arrays and dataclasses;
+    ``score_samples`` / ``decision_function`` / ``predict`` on cubes are the object scores against the
+    threshold (higher = more anomalous)."""
+    from amsrc.cli import main
+    from amsrc.detector import AMSRC
+    from amsrc.errors import ConfigError
+    from amsrc.live.stream import StreamScorer
+
+    det = AMSRC.load(fitted["model"])
+    vs = det.score_video(fitted["test"], fps=10)
+    out, ev = tmp_path / "s.jsonl", tmp_path / "e.jsonl"
+    assert main(["score", str(fitted["model"]), str(fitted["test"]), "--jsonl", str(out), "--events", str(ev),
+                 "--fps", "10"]) == 0
+    frames, ends = read_lines(out, "frame"), read_lines(ev, "event_end")
+    assert vs.frame.tolist() == [r["frame"] for r in frames] == list(range(N_TEST))
+    np.testing.assert_allclose(vs.time, np.arange(N_TEST) / 10.0)
+    np.testing.assert_allclose(vs.score, [r["score"] for r in frames], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(vs.raw, [r["raw"] for r in frames], rtol=0, atol=1e-9)
+    assert vs.anomalous.tolist() == [r["anomalous"] for r in frames]
+    assert (vs.fps, vs.fps_origin, vs.threshold) == (10.0, "--fps", det.threshold_.value)
+    assert [(e.start_frame, e.end_frame, e.peak_frame) for e in vs.events] == \
+        [(e["start_frame"], e["end_frame"], e["peak_frame"]) for e in ends]
+    assert all(e.cue in ("motion", "appearance", "speed") and "normal objects" in e.why for e in vs.events)
+
+    scorer = StreamScorer(det, det.threshold_.value, det.footage_.frame_size)
+    r = max((scorer.push(f) for f in fitted["frames"][:90]), key=lambda r: r.raw)
+    s = det.score_samples(r.cubes.appearance, r.cubes.flow)
+    np.testing.assert_allclose(s, r.object_scores, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(det.decision_function(r.cubes.appearance, r.cubes.flow), s - det.threshold_.value,
+                               rtol=0, atol=1e-9)
+    assert det.predict(r.cubes.appearance, r.cubes.flow).tolist() == (s >= det.threshold_.value).astype(int).tolist()
+    assert det.predict(r.cubes.appearance, r.cubes.flow).max() == 1  # the square is above the threshold
+    det.threshold_ = None
+    with pytest.raises(ConfigError, match="no decision threshold"):
+        det.decision_function(r.cubes.appearance, r.cubes.flow)

@@ -130,6 +130,40 @@ class AMSRC:
         comb = combine(os_.s_f, s_p, self.train_stats_, p.score.w_f, p.score.w_p)
         return np.asarray(comb, dtype=np.float64), os_.s_f, os_.s_p
 
+    # scikit-learn-style names on cubes. The convention is that of anomaly-detection libraries (PyOD,
+    # anomalib): higher = more anomalous. (scikit-learn's own outlier detectors use the opposite sign.)
+    def score_samples(self, appearance, flow) -> np.ndarray:
+        """The anomaly score of each cube, (N,) float64 in standard deviations of normal training objects
+        (z; higher = more anomalous): the object score the frame score is the max of."""
+        self._check_fitted()
+        return self.score_cubes(appearance, flow, need_pred=self.preset_.score.w_p != 0)[0]
+
+    def decision_function(self, appearance, flow) -> np.ndarray:
+        """``score_samples - threshold_``, (N,) float64: >= 0 means the object alone would put its frame at
+        or above the decision threshold. Needs a threshold (``amsrc fit`` / :func:`~amsrc.live.fit.fit_footage`)."""
+        return self.score_samples(appearance, flow) - self._threshold_value()
+
+    def predict(self, appearance, flow) -> np.ndarray:
+        """(N,) int: 1 = anomalous (``decision_function >= 0``), 0 = normal."""
+        return (self.decision_function(appearance, flow) >= 0).astype(np.int64)
+
+    def _threshold_value(self) -> float:
+        self._check_fitted()
+        thr = getattr(self, "threshold_", None)
+        if thr is None:
+            raise ConfigError("this model has no decision threshold (trained with `amsrc train`, not fitted with "
+                              "`amsrc fit`): use score_samples, or fit it on footage with amsrc.live.fit.fit_footage")
+        return float(thr.value)
+
+    def score_video(self, source, fps: float | None = None, on_corrupt: str = "error"):
+        """Score a video file, frame folder, camera or URL frame by frame, as ``amsrc score`` does, and
+        return a :class:`~amsrc.live.run.VideoScores`: per-frame ``frame``/``time``/``raw``/``score``/
+        ``anomalous`` arrays and the ``events``."""
+        self._check_fitted()
+        from amsrc.live.run import score_video
+
+        return score_video(self, source, fps=fps, on_corrupt=on_corrupt)
+
     def predict_cubes(self, appearance, flow) -> ObjectScores:
         """S_f, S_p and the predicted and true frame t of cubes (for error maps), through the same
         forward pass as :meth:`score_cubes`."""
