@@ -807,14 +807,15 @@ def _readme(seed: int, s: SceneSettings, meta: dict) -> str:
         "1-based inclusive), scene.json (settings and events), tracks.json (per object and frame: visible",
         "box x0,y0,x1,y1 exclusive, visible pixels, ground-point speed in px/frame, anomalous flag).",
         "",
-        "Test clips:",
+        "Test clips (frames numbered from 0, as the file names and every amsrc output; synthetic.mat",
+        "alone keeps its format's 1-based intervals):",
     ]
     for clip in meta["testing"]:
-        iv = ", ".join(f"{a}-{b}" for a, b in clip["intervals"])
-        lines.append(f"  {clip['name']}: {clip['n_frames']} frames, {clip['n_anomalous']} anomalous ({iv})")
+        iv = ", ".join(f"{a - 1}-{b - 1}" for a, b in clip["intervals"])
+        lines.append(f"  {clip['name']}: {clip['n_frames']} frames, {clip['n_anomalous']} anomalous (frames {iv})")
         for ev in clip["events"]:
             fr = ev["anomalous_frames"]
-            span = f"frames {fr[0] + 1}-{fr[-1] + 1} (1-based), {len(fr)} labelled" if fr else "never visible"
+            span = f"frames {fr[0]}-{fr[-1]}, {len(fr)} labelled" if fr else "never visible"
             lines.append(f"      {ev['kind']:9s} {ev['direction']}: {span}")
     lines.append("")
     return "\n".join(lines)

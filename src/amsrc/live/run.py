@@ -134,9 +134,9 @@ class _Lines:
                           f"alerted at frame {e['alert_frame']}, score {e['score']:.3f}"
                           + (f", cue: {ex['cue']}" if ex else ""))
             else:
-                self.warn(f"alert: event {e['event']} ended: frames {e['start_frame']}-{e['end_frame']}, peak "
-                          f"{e['peak_score']:.3f} at frame {e['peak_frame']}"
-                          + (f", cue: {ex['cue']} ({ex['why']})" if ex else ""))
+                self.warn(f"alert: event {e['event']} ended: frames {e['start_frame']}-{e['end_frame']} "
+                          f"({e['start_time']:.2f}-{e['end_time']:.2f} s), peak {e['peak_score']:.3f} at frame "
+                          f"{e['peak_frame']}" + (f"; cue: {ex['cue']}: it {ex['words']}" if ex else ""))
             if self.events_out is not None:
                 self.events_out.write(json.dumps(e) + "\n")
                 self.events_out.flush()

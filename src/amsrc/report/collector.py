@@ -17,6 +17,7 @@ from amsrc.live.stream import FrameResult
 from amsrc.report.html import write_html_report
 from amsrc.scoring import SCORE_UNIT
 
+THUMB_MIN_W = 480  # px: a thumbnail's frame is drawn at least this wide
 STRIP_PX = 96  # height of the object / predicted / error pictures under a thumbnail
 
 
@@ -94,7 +95,11 @@ class ReportCollector:
                 self._best = None
 
     def _thumb(self, e: dict, rgb: np.ndarray, view: FrameView, r: FrameResult) -> None:
-        v = FrameView(**{**view.__dict__, "event": e["event"], "top_k": 3})
+        k = max(1, -(-THUMB_MIN_W // rgb.shape[1]))  # small frames drawn k times larger, so the labels read
+        if k > 1:
+            rgb = cv2.resize(rgb, (rgb.shape[1] * k, rgb.shape[0] * k), interpolation=cv2.INTER_LINEAR)
+        boxes = np.asarray(view.boxes).reshape(-1, 4) * k
+        v = FrameView(**{**view.__dict__, "boxes": boxes, "event": e["event"], "top_k": 3})
         words = (e.get("explanation") or {}).get("words", "")
         img = _stack(draw_frame(rgb, v), error_strip(self.detector, r, r.top) if r.top is not None else None)
         ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
