@@ -15,7 +15,7 @@ from amsrc.live.overlay import FrameView, draw_frame
 from amsrc.live.run import ScoreSummary
 from amsrc.live.stream import FrameResult
 from amsrc.report.html import write_html_report
-from amsrc.scoring import SCORE_UNIT
+from amsrc.scoring import SCORE_MEANING, SCORE_UNIT
 
 THUMB_MIN_W = 480  # px: a thumbnail's frame is drawn at least this wide
 STRIP_PX = 96  # height of the object / predicted / error pictures under a thumbnail
@@ -123,4 +123,7 @@ class ReportCollector:
             timings["max lag (s)"] = round(summary.max_lag_s, 2)
         return write_html_report(path, title=title, curves={summary.source: (curve, None)}, threshold=threshold,
                                  threshold_low=threshold_low, events=self.events, thumbnails=self.thumbs,
-                                 settings=settings, timings=timings, fps=fps, rate_text=rate_text)
+                                 settings=settings, timings=timings, fps=fps, rate_text=rate_text,
+                                 intro=f"The curve is the {SCORE_MEANING}, causally smoothed (what both thresholds "
+                                       "are compared with; the per-frame file also has it raw). Box labels in the "
+                                       "pictures are the objects' own scores, raw.")
