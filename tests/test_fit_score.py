@@ -417,3 +417,19 @@ def test_python_api_scores_a_video_as_the_cli_does(fitted, tmp_path):
     det.threshold_ = None
     with pytest.raises(ConfigError, match="no decision threshold"):
         det.decision_function(r.cubes.appearance, r.cubes.flow)
+
+
+def test_score_engine_onnxruntime_gives_the_torch_lines(fitted, tmp_path):
+    from amsrc.cli import main
+    from amsrc.detector import AMSRC
+
+    out = {}
+    for engine in ("torch", "onnxruntime"):
+        out[engine] = tmp_path / f"{engine}.jsonl"
+        assert main(["score", str(fitted["model"]), str(fitted["test"]), "--jsonl", str(out[engine]),
+                     "--engine", engine]) == 0
+    a, b = read_lines(out["torch"], "frame"), read_lines(out["onnxruntime"], "frame")
+    assert len(a) == len(b) == N_TEST
+    diff = max(abs(x["raw"] - y["raw"]) for x, y in zip(a, b))
+    assert diff <= AMSRC.ENGINE_TOLERANCE, diff
+    assert [x["anomalous"] for x in a] == [y["anomalous"] for y in b]

@@ -215,3 +215,46 @@ def test_onnx_missing_package_names_pip_command(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"pip install onnx onnxruntime"):
         export_onnx(ckpt, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+# ---------------------------------------------------------------- scoring engines
+@pytest.mark.parametrize("variant", ["amsrc", "baseline"])
+def test_onnxruntime_engine_scores_as_torch_does(tmp_path, variant):
+    """engine="onnxruntime" gives the torch scores within AMSRC.ENGINE_TOLERANCE (z), the same error
+    maps, and leaves the torch model as it was."""
+    from amsrc.detector import AMSRC
+    from amsrc.export import random_cubes
+
+    ckpt = _tiny_checkpoint(tmp_path / "model.pt", variant)
+    ref, ort = AMSRC.load(ckpt, engine="torch"), AMSRC.load(ckpt, engine="onnxruntime")
+    p = ref.preset_
+    for n in (1, 13):
+        app, flow = random_cubes(n, p.prepare.cube_size, p.prepare.channels, seed=n)
+        a, b = ref.score_samples(app, flow), ort.score_samples(app, flow)
+        assert np.abs(a - b).max() <= AMSRC.ENGINE_TOLERANCE, np.abs(a - b).max()
+        assert np.abs(a).max() > 100 * AMSRC.ENGINE_TOLERANCE  # scores that could differ
+    pa, pb = ref.predict_cubes(app, flow), ort.predict_cubes(app, flow)
+    np.testing.assert_allclose(pa.pred, pb.pred, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(pa.s_p, pb.s_p, rtol=1e-5, atol=1e-4)
+    assert ort.engine_ is not None and ref.engine_ is None
+    assert any(m.training is False for m in ort.model_.modules())
+
+
+def test_engine_errors_name_what_is_wrong(tmp_path, monkeypatch):
+    from amsrc.detector import AMSRC
+    from amsrc.export import random_cubes
+
+    ckpt = _tiny_checkpoint(tmp_path / "model.pt", "amsrc")
+    with pytest.raises(ConfigError, match="engine must be one of auto, torch, onnxruntime, got 'tensorrt'"):
+        AMSRC.load(ckpt, engine="tensorrt")
+    assert AMSRC.load(ckpt).engine_name_ == "onnxruntime"  # auto: onnxruntime on the CPU where installed
+    det = AMSRC.load(ckpt, engine="onnxruntime")
+    app, flow = random_cubes(2, det.preset_.prepare.cube_size, det.preset_.prepare.channels)
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    assert AMSRC.load(ckpt).engine_name_ == "torch"  # ... else torch
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    with pytest.raises(ConfigError, match=r"'onnxruntime', which is not installed: pip install"):
+        det.score_samples(app, flow)

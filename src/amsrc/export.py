@@ -92,16 +92,15 @@ def _plain_outputs(model):
     return PlainOutputs(model)
 
 
-def export_onnx(model_path: str | Path, out_path: str | Path, opset: int = OPSET) -> Path:
-    """Write the network of checkpoint ``model_path`` (``amsrc train``/``fit``) as ONNX to ``out_path``.
+def onnx_model(model, preset, stats: dict, opset: int = OPSET):
+    """The network ``model`` (eval mode, CPU) as an ``onnx.ModelProto`` with the interface above and
+    the ``amsrc.*`` metadata. TorchScript-based exporter (``dynamo=False``: works offline without
+    onnxscript), dynamic batch, batch norm with its running statistics."""
+    import copy
+    import io
 
-    TorchScript-based exporter (``dynamo=False``: works offline without onnxscript), dynamic batch,
-    eval mode (batch norm uses its running statistics). Written atomically. Returns ``out_path``.
-    """
-    ck = Checkpoint.load(model_path)  # a bad model is named before a missing package
     onnx = _require("onnx")
-    model, preset, stats = ck.build_model("cpu", source=model_path), ck.preset, ck.train_stats.to_dict()
-    model = model.to(memory_format=torch.contiguous_format).eval()
+    model = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format).eval()  # the caller's stays as it is
     c, s = preset.prepare.channels, preset.prepare.cube_size
     has_y = getattr(model, "motion", None) is not None
     output_names = ["pred", "x", "y"] if has_y else ["pred", "x"]
@@ -110,35 +109,71 @@ def export_onnx(model_path: str | Path, out_path: str | Path, opset: int = OPSET
     example = (torch.rand(2, (T_APPEARANCE - 1) * c, s, s, generator=gen),
                torch.randn(2, FLOW_CHANNELS, s, s, generator=gen))
     wrapped = _plain_outputs(model).eval()
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp, warnings.catch_warnings():
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy-exporter deprecation notice and unused-input notes
         with torch.no_grad():
-            torch.onnx.export(wrapped, example, str(tmp), dynamo=False, input_names=list(INPUT_NAMES),
+            torch.onnx.export(wrapped, example, buf, dynamo=False, input_names=list(INPUT_NAMES),
                               output_names=output_names, dynamic_axes=dynamic, opset_version=int(opset),
                               do_constant_folding=True)
-        proto = onnx.load(str(tmp))
-        graph_inputs = [i.name for i in proto.graph.input]
-        if "flow_in" not in graph_inputs:  # the baseline never reads flow_in: keep it in the interface
-            proto.graph.input.append(
-                onnx.helper.make_tensor_value_info("flow_in", onnx.TensorProto.FLOAT, ["batch", FLOW_CHANNELS, s, s]))
-        meta = {
-            "amsrc.version": __version__,
-            "amsrc.variant": preset.model.variant,
-            "amsrc.flow_scale": repr(float(preset.model.flow_scale)),
-            "amsrc.cube_size": str(s),
-            "amsrc.channels": str(c),
-            "amsrc.train_stats": json.dumps(stats),
-            "amsrc.score_weights": json.dumps({"w_f": preset.score.w_f, "w_p": preset.score.w_p}),
-            "amsrc.scores": "s_f = 1 - cos(x, y) (0 without y); s_p = sum((pred - frame t)^2) over C x S x S",
-        }
-        del proto.metadata_props[:]
-        for k, v in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = k, v
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(tmp))
+    proto = onnx.load_from_string(buf.getvalue())
+    graph_inputs = [i.name for i in proto.graph.input]
+    if "flow_in" not in graph_inputs:  # the baseline never reads flow_in: keep it in the interface
+        proto.graph.input.append(
+            onnx.helper.make_tensor_value_info("flow_in", onnx.TensorProto.FLOAT, ["batch", FLOW_CHANNELS, s, s]))
+    meta = {
+        "amsrc.version": __version__,
+        "amsrc.variant": preset.model.variant,
+        "amsrc.flow_scale": repr(float(preset.model.flow_scale)),
+        "amsrc.cube_size": str(s),
+        "amsrc.channels": str(c),
+        "amsrc.train_stats": json.dumps(stats),
+        "amsrc.score_weights": json.dumps({"w_f": preset.score.w_f, "w_p": preset.score.w_p}),
+        "amsrc.scores": "s_f = 1 - cos(x, y) (0 without y); s_p = sum((pred - frame t)^2) over C x S x S",
+    }
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def export_onnx(model_path: str | Path, out_path: str | Path, opset: int = OPSET) -> Path:
+    """Write the network of checkpoint ``model_path`` (``amsrc train``/``fit``) as ONNX to ``out_path``
+    (:func:`onnx_model`), atomically. Returns ``out_path``."""
+    ck = Checkpoint.load(model_path)  # a bad model is named before a missing package
+    _require("onnx")
+    proto = onnx_model(ck.build_model("cpu", source=model_path), ck.preset, ck.train_stats.to_dict(), opset)
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        tmp.write_bytes(proto.SerializeToString())
     return out_path
+
+
+class OnnxRuntimeNet:
+    """The network run by ONNX Runtime (CPU) instead of PyTorch: the ``engine="onnxruntime"`` of
+    :class:`~amsrc.detector.AMSRC`. Built in memory from the torch model (nothing written); ``run``
+    takes the torch inputs of :func:`amsrc.model.inputs.network_inputs` and returns (x, y or None,
+    pred) as torch tensors, for :func:`amsrc.scoring.object_scores` to score with the same formulas.
+    ``threads``: ORT's intra-op threads (default: torch's current count)."""
+
+    def __init__(self, model, preset, stats: dict, threads: int | None = None):
+        ort = _require("onnxruntime")
+        proto = onnx_model(model, preset, stats)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def run(self, app_in: torch.Tensor, flow_in: torch.Tensor):
+        feed = {"app_in": np.ascontiguousarray(app_in.cpu().numpy()),
+                "flow_in": np.ascontiguousarray(flow_in.cpu().numpy())}
+        got = dict(zip(self.outputs, self.session.run(self.outputs, feed)))
+        y = got.get("y")
+        return torch.from_numpy(got["x"]), None if y is None else torch.from_numpy(y), torch.from_numpy(got["pred"])
 
 
 def random_cubes(n: int, cube_size: int, channels: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -120,7 +120,8 @@ def cue_scores(pred: torch.Tensor | None, target: torch.Tensor | None, x: torch.
 
 
 def object_scores(model: torch.nn.Module, appearance, flow, flow_scale: float, batch_size: int = 512,
-                  device: str = "cpu", need_pred: bool = True, inputs=None, keep_pred: bool = False) -> ObjectScores:
+                  device: str = "cpu", need_pred: bool = True, inputs=None, keep_pred: bool = False,
+                  engine=None) -> ObjectScores:
     """S_f and S_p for every cube, in eval mode under ``torch.inference_mode``.
 
     appearance (N, 5, S, S, C) uint8 and flow (N, 4, S, S, 2) float16 may be memory-mapped: they are
@@ -130,6 +131,8 @@ def object_scores(model: torch.nn.Module, appearance, flow, flow_scale: float, b
     is the same as with the decoder, S_p is NaN (not computed).
     ``inputs``: :func:`~amsrc.model.inputs.network_inputs` of these N cubes, already made (same values).
     ``keep_pred``: also return the predicted and the true frame t (for error maps).
+    ``engine``: another runner of the same network (:class:`amsrc.export.OnnxRuntimeNet`: its
+    ``run(app_in, flow_in)`` gives (x, y, pred) on the CPU); the scores come from the same formulas.
     """
     n = check_cubes(appearance, flow)
     s_f = np.zeros(n, np.float32)
@@ -140,13 +143,14 @@ def object_scores(model: torch.nn.Module, appearance, flow, flow_scale: float, b
     if inputs is not None and any(int(t.shape[0]) != n for t in inputs):
         raise ValueError(f"inputs hold {[int(t.shape[0]) for t in inputs]} cubes, the cube arrays {n}")
     keep_pred = keep_pred and need_pred
-    dev = torch.device(device)
+    dev = torch.device("cpu" if engine is not None else device)
     first = next(model.parameters())
-    if first.device != dev and not (dev.type == first.device.type and dev.index is None):
+    if engine is None and first.device != dev and not (dev.type == first.device.type and dev.index is None):
         model.to(dev)
-    cl = uses_channels_last(model)
+    cl = uses_channels_last(model) and engine is None
     was_training = model.training
-    switch = any(m.training for m in model.modules())  # eval() walks every module: skip when already in eval mode
+    # eval() walks every module: skip when already in eval mode (or when the engine runs the network)
+    switch = engine is None and any(m.training for m in model.modules())
     if switch:
         model.eval()
     try:
@@ -158,7 +162,10 @@ def object_scores(model: torch.nn.Module, appearance, flow, flow_scale: float, b
                 else:
                     app_in, target, flow_in = (t[i:j] for t in inputs)
                 app_in, flow_in = app_in.to(dev, non_blocking=True), flow_in.to(dev, non_blocking=True)
-                if need_pred:
+                if engine is not None:  # the whole graph runs; its pred is dropped when not needed
+                    x, y, pred = engine.run(app_in, flow_in)
+                    pred, target = (pred, target) if need_pred else (None, None)
+                elif need_pred:
                     out = model(app_in, flow_in)
                     x, y, pred, target = out.x, out.y, out.pred, target.to(dev, non_blocking=True)
                 else:

@@ -27,7 +27,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     out = check_output(args.out, "dir", "--out", {"model": args.model, "cube store": args.store},
                        {"cube store": args.store})
-    det = AMSRC.load(Path(args.model), device=args.device)
+    det = AMSRC.load(Path(args.model), device=args.device, engine=args.engine)
     result = evaluate(det, CubeStore.open(Path(args.store)), out, split=args.split)
     print(format_result(result))
     print(f"results: {out / 'results.json'}")
@@ -77,6 +77,9 @@ def add_parsers(sub) -> None:
     ev.add_argument("store", help="cube store written by `amsrc prepare`")
     ev.add_argument("--split", default="testing", help="the store's split to score (one with frame labels)")
     ev.add_argument("--out", required=True, help="folder for results.json and plots")
+    ev.add_argument("--engine", choices=AMSRC.ENGINES, default="auto", help="what runs the network: torch, "
+                    "onnxruntime (CPU; needs the export extra; scores agree within 1e-4), or auto: onnxruntime on "
+                    "the CPU where installed, else torch")
     add_common(ev)
     ev.set_defaults(func=cmd_evaluate)
 

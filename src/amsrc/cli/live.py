@@ -80,7 +80,7 @@ class _Outputs:
 
 def _load_scorer(args: argparse.Namespace) -> AMSRC:
     """The model, with ``--threshold`` (if given) in place of the one it was fitted with."""
-    det = AMSRC.load(Path(args.model), device=args.device)
+    det = AMSRC.load(Path(args.model), device=args.device, engine=args.engine)
     thr = det.threshold_
     if args.threshold is not None:
         print(f"threshold {args.threshold:.4f} (given with --threshold; the model's: "
@@ -230,5 +230,8 @@ def add_parsers(sub) -> None:
                     "does not decode: error (exit 2, nothing written) or warn (say it, score what decodes); live "
                     "sources always warn and go on (default error)")
     sc.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1: fastest for per-frame batches)")
+    sc.add_argument("--engine", choices=AMSRC.ENGINES, default="auto", help="what runs the network: torch, "
+                    "onnxruntime (CPU; needs the export extra; scores agree within 1e-4), or auto: onnxruntime on "
+                    "the CPU where installed, else torch")
     add_common(sc)
     sc.set_defaults(func=cmd_score)
