@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import resource
 import shutil
 import tempfile
@@ -39,113 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
+from speed import _machine, _stream_lines, stream_speed  # benchmarks/speed.py: end-to-end scoring speed
+
 PAPER = {"amsrc": 99.3, "nogate": 97.6, "baseline": 92.9}
-
-
-def _machine(device: str) -> str:
-    import os
-
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
-
-
-STAGES = ("read", "flow", "boxes", "crops", "inputs", "network", "rest")
-
-
-def _ms_per_frame(scorer, read_s: float, total_s: float, n: int) -> dict:
-    """Per-stage ms per frame of a live StreamScorer from the times it records itself
-    (``extractor.seconds``: flow, boxes, crops; ``scorer.seconds``: inputs, network): read (decode the
-    JPEG, timed here), rest (speeds, smoothing, result)."""
-    t = {"read": read_s, **scorer.extractor.seconds, **scorer.seconds}
-    t["rest"] = total_s - sum(t[k] for k in ("flow", "boxes", "crops", "inputs", "network"))
-    return {k: round(1000 * t[k] / max(n, 1), 3) for k in STAGES}
-
-
-def stream_speed(model_path: Path, data: Path, device: str, n_clips: int | None = None) -> dict:
-    """End-to-end scoring of the Ped2 test frames (read JPEG -> flow -> boxes -> cubes -> network ->
-    frame score), torch and OpenCV on one thread each (``amsrc score``'s defaults):
-
-    - live: ``StreamScorer.push`` frame by frame, the frame read before it (lowest latency), with a
-      per-stage breakdown (ms per frame);
-    - throughput: ``StreamScorer.score_frames`` (how ``amsrc score`` runs files and folders): reading
-      and the CPU stages in a thread, the network in this one.
-    Both give the same raw scores (checked). Each frame's objects are one network batch.
-    """
-    import cv2
-    import torch
-
-    from amsrc.data.layouts import load_dataset
-    from amsrc.data.readers import open_clip
-    from amsrc.detector import AMSRC
-    from amsrc.live.stream import StreamScorer
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    det = AMSRC.load(model_path, device=device)
-    cv2.setNumThreads(1)  # the preset's flow threads; set again after loading
-    clips = load_dataset(data).clips("testing")[:n_clips]
-    out: dict = {"clips": len(clips), "torch_threads": 1, "cv2_threads": 1}
-    try:
-        scorer = StreamScorer(det)
-        out["decoder_run"] = scorer.need_pred
-        read_s = total_s = 0.0
-        raw_live, n, objects = [], 0, 0
-        t0 = time.perf_counter()
-        for clip in clips:
-            scorer.reset()
-            frames = iter(open_clip(clip).iter_frames())
-            while True:
-                ta = time.perf_counter()
-                frame = next(frames, None)
-                tb = time.perf_counter()
-                read_s += tb - ta
-                if frame is None:
-                    break
-                r = scorer.push(frame)
-                total_s += time.perf_counter() - tb
-                raw_live.append(r.raw)
-                objects += len(r.boxes)
-                n += 1
-        wall = time.perf_counter() - t0
-        out["frames"], out["objects_per_frame"] = n, objects / max(n, 1)
-        out["live"] = {"wall_s": wall, "frames_per_s": n / wall, "ms_per_frame": _ms_per_frame(scorer, read_s, total_s, n)}
-
-        scorer = StreamScorer(det)
-        raw_thr = []
-        t0 = time.perf_counter()
-        for clip in clips:
-            scorer.reset()
-            raw_thr.extend(r.raw for r in scorer.score_frames(open_clip(clip).iter_frames()))
-        wall = time.perf_counter() - t0
-        out["throughput"] = {"wall_s": wall, "frames_per_s": len(raw_thr) / wall}
-        out["same_scores"] = raw_thr == raw_live
-        if not out["same_scores"]:
-            raise AssertionError("throughput mode scored differently from live mode")
-    finally:
-        torch.set_num_threads(threads)
-    out["frames_per_s"] = out["throughput"]["frames_per_s"]
-    return out
-
-
-def _stream_lines(s: dict) -> list[str]:
-    ms = s["live"]["ms_per_frame"]
-    return [
-        f"  live (frame by frame) {s['live']['frames_per_s']:.1f} frames/s; file throughput "
-        f"{s['throughput']['frames_per_s']:.1f} frames/s ({s['frames']} frames, {s['objects_per_frame']:.1f} "
-        f"objects/frame, decoder {'run' if s['decoder_run'] else 'skipped (w_p = 0)'})",
-        "  live ms/frame: " + ", ".join(f"{k} {v:.2f}" for k, v in ms.items()),
-    ]
 
 
 def train_speed(store_dir: Path, device: str, n_cubes: int) -> list[dict]:
