@@ -179,6 +179,10 @@ def test_ground_truth_only_where_labels_exist(tmp_path):
                              events=[], thumbnails=[], settings={}, timings={})
     page = path.read_text()
     assert "ground truth" not in page and "threshold (" not in page and "no events" in page
+    # stopped before its first frame: a page that says so
+    page = write_html_report(tmp_path / "e.html", title="cam", curves={}, threshold=2.0, events=[], thumbnails=[],
+                             settings={}, timings={}).read_text()
+    assert "no frames scored" in page and "<svg" not in page
 
 
 def _chromium() -> str | None:

@@ -591,3 +591,13 @@ def test_frame_rate_from_the_option_the_dataset_file_the_model_or_assumed(tmp_pa
     (tmp_path / "root" / "dataset.json").write_text('{"fps": -1}')
     with pytest.raises(DataError, match=r"dataset\.json.*fps must be a number > 0"):
         open_source(str(folder))
+
+
+def test_a_video_states_its_own_rate_before_its_first_frame(tmp_path):
+    """The output header is written before the first frame: a video's rate is read when it is opened."""
+    from amsrc.data.sources import open_source
+
+    v = write_video(tmp_path / "v.avi", make_frames(5), fps=30)
+    src = open_source(str(v))
+    assert (src.fps, src.rate_text()) == (30.0, "30 fps (from the video)")
+    assert [round(f.time, 4) for f in src][:3] == [0.0, 0.0333, 0.0667]

@@ -237,7 +237,23 @@ def test_onnxruntime_engine_scores_as_torch_does(tmp_path, variant):
     np.testing.assert_allclose(pa.pred, pb.pred, rtol=0, atol=1e-5)
     np.testing.assert_allclose(pa.s_p, pb.s_p, rtol=1e-5, atol=1e-4)
     assert ort.engine_ is not None and ref.engine_ is None
-    assert any(m.training is False for m in ort.model_.modules())
+    # building the engine leaves the torch model as it was: mode, memory format, weights
+    import copy
+
+    import torch
+
+    det = AMSRC.load(ckpt, engine="onnxruntime")
+    det.model_.train().to(memory_format=torch.channels_last)
+    before = {k: v.clone() for k, v in det.model_.state_dict().items()}
+    det._engine()
+    assert all(m.training for m in det.model_.modules())
+    conv = next(m for m in det.model_.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(torch.equal(before[k], v) for k, v in det.model_.state_dict().items())
+    # a detector that holds a session can still be copied (the session is made again)
+    twin = copy.deepcopy(ort)
+    assert twin.engine_ is None
+    np.testing.assert_allclose(twin.score_samples(app, flow), ort.score_samples(app, flow), rtol=0, atol=1e-9)
 
 
 def test_engine_errors_name_what_is_wrong(tmp_path, monkeypatch):

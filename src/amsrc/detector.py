@@ -150,8 +150,9 @@ class AMSRC:
         return self.score_cubes(appearance, flow, need_pred=self.preset_.score.w_p != 0)[0]
 
     def decision_function(self, appearance, flow) -> np.ndarray:
-        """``score_samples - threshold_``, (N,) float64: >= 0 means the object alone would put its frame at
-        or above the decision threshold. Needs a threshold (``amsrc fit`` / :func:`~amsrc.live.fit.fit_footage`)."""
+        """``score_samples - threshold_``, (N,) float64: each object's own (raw) score against the decision
+        threshold, >= 0 at or above it. (The threshold itself is applied to a frame's smoothed score.)
+        Needs a threshold (``amsrc fit`` / :func:`~amsrc.live.fit.fit_footage`)."""
         return self.score_samples(appearance, flow) - self._threshold_value()
 
     def predict(self, appearance, flow) -> np.ndarray:
@@ -194,8 +195,8 @@ class AMSRC:
             cpu = str(getattr(self, "device", "cpu")) == "cpu"
             # the ONNX graph always runs the decoder: a score without S_p (w_p = 0) runs torch's encoders alone
             needs_decoder = not hasattr(self, "preset_") or self.preset_.score.w_p != 0
-            return "onnxruntime" if cpu and needs_decoder and importlib.util.find_spec("onnxruntime") is not None \
-                else "torch"
+            installed = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+            return "onnxruntime" if cpu and needs_decoder and installed else "torch"
         return engine
 
     def _engine(self):
@@ -233,6 +234,12 @@ class AMSRC:
         self._check_fitted()
         _check_store_matches(store, self.preset_)
         return [self.score_clip(store.load(split, name)) for name in store.clips(split)]
+
+    def __getstate__(self) -> dict:
+        """Copy and pickle without the engine's session (it is made again when first needed)."""
+        state = dict(self.__dict__)
+        state["engine_"] = None
+        return state
 
     # ------------------------------------------------------------ persistence
     def checkpoint(self) -> Checkpoint:

@@ -196,6 +196,20 @@ class AVSource(FrameSource):
         self.stall_s = stall_s
         self._container = None
         self._is_url = "://" in spec
+        if self.fps is None and not live and Path(spec).is_file():
+            self._read_rate()  # a file's own rate is known before its first frame (output headers, overlay)
+
+    def _read_rate(self) -> None:
+        try:
+            with av.open(self.spec) as c:
+                st = c.streams.video[0] if c.streams.video else None
+                if st is not None and st.average_rate:
+                    self.fps = float(st.average_rate)
+        except Exception:  # noqa: BLE001 - a file that does not open is reported when it is read
+            return
+        if self.fps is None:
+            self.fps_origin = "assumed"
+            _say_assumed(self, self.warn)
 
     def _open(self):
         kwargs: dict = {}

@@ -341,7 +341,9 @@ def score_video(detector, source, *, fps: float | None = None, on_corrupt: str =
     return its per-frame scores and events (:class:`VideoScores`): the same loop as ``amsrc score``
     (:func:`score_source`), nothing written. ``source``: a path or URL (opened with
     :func:`amsrc.data.sources.open_source`) or an open :class:`~amsrc.data.sources.FrameSource`.
-    Messages (frame rate assumed, rescaling, alerts) go to ``warn`` (default: the ``amsrc`` logger)."""
+    Messages (frame rate assumed, rescaling, alerts) go to ``warn`` (default: the ``amsrc`` logger).
+    Ctrl-C stops it and returns what was scored (``summary.interrupted``): the way to end a camera.
+    ``fps`` applies to a path or URL; an open source keeps its own."""
     import logging
 
     from amsrc.data.sources import open_source
@@ -364,9 +366,7 @@ def score_video(detector, source, *, fps: float | None = None, on_corrupt: str =
             (starts.__setitem__(e["event"], e) if e["type"] == "event_start" else ends.append(e))
 
     summary = score_source(detector, source, None, warn=warn, on_frame=on_frame, min_frames=min_frames,
-                           end_frames=end_frames)
-    if summary.interrupted:
-        raise KeyboardInterrupt
+                           end_frames=end_frames)  # Ctrl-C (the only end of a camera): what was scored, interrupted
     thr = getattr(detector, "threshold_", None)
     events = []
     for e in ends:

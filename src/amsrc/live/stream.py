@@ -105,6 +105,8 @@ class StreamScorer:
             raise ConfigError(f"need_pred=False needs score weight w_p = 0 (the preset has w_p = {p.score.w_p})")
         self.need_pred = bool(need_pred)
         self.extractor = CubeExtractor(p.prepare, background=getattr(detector, "background_", None))
+        if hasattr(detector, "_engine"):
+            detector._engine()  # an engine other than torch is made now, not at the first frame (a live start)
         self.smoother = CausalSmoother(p.score)
         self.empty_score = detector.empty_score_
         self.seconds = {"inputs": 0.0, "network": 0.0}  # time spent per stage since creation (with extractor.seconds)
@@ -154,7 +156,8 @@ class StreamScorer:
             comb = np.zeros(0, np.float64)
             s_f = s_p = np.zeros(0, np.float32)
         self.seconds["network"] += time.perf_counter() - t0
-        raw = float(frame_scores(comb, [0, len(comb)], self.empty_score)[0])  # the frame rule of offline scoring
+        raw = float(frame_scores(comb, [0, len(comb)], self.empty_score,
+                                 self.detector.preset_.score.frame_topk)[0])  # the frame rule of offline scoring
         speed = prep.speed
         score = self.smoother.push(raw)
         boxes = obj.boxes

@@ -121,7 +121,8 @@ class ReportCollector:
                    "frames/s (end to end)": round(summary.fps, 1), "skipped frames": summary.skipped}
         if summary.live:
             timings["max lag (s)"] = round(summary.max_lag_s, 2)
-        return write_html_report(path, title=title, curves={summary.source: (curve, None)}, threshold=threshold,
+        curves = {summary.source: (curve, None)} if n else {}  # stopped before its first frame: no curve
+        return write_html_report(path, title=title, curves=curves, threshold=threshold,
                                  threshold_low=threshold_low, events=self.events, thumbnails=self.thumbs,
                                  settings=settings, timings=timings, fps=fps, rate_text=rate_text,
                                  intro=f"The curve is the {SCORE_MEANING}, causally smoothed (what both thresholds "

@@ -354,6 +354,8 @@ def write_html_report(path: str | Path, *, title: str,
         legend.append(f'<span><i class="sw" style="background:{GT_COLOUR};opacity:.35"></i>ground truth</span>')
     body.append('<p class="legend">' + "".join(legend) + "</p>")
     body.append("<h2>Score curves</h2>")
+    if not names:
+        body.append("<p>no frames scored</p>")
     for n in names:
         pair = curves[n]
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
