@@ -101,6 +101,8 @@ CASES = [
     ("train --out an existing file", ["train", "{store}", "--out", W_ + "/file"], 2, [W_ + "/file", "is a file"]),
     ("train --out the store", ["train", "{store}", "--out", "{store}"], 2, ["is the cube store"]),
     ("evaluate --out an existing file", ["evaluate", "{model}", "{store}", "--out", W_ + "/file"], 2, ["is a file"]),
+    ("evaluate --set a network setting", ["evaluate", "{model}", "{store}", "--out", W_ + "/e", "--set", "model.skips=1"],
+     2, ["--set model.skips: only score.* can be set here"]),
     ("evaluate --out inside the store", ["evaluate", "{model}", "{store}", "--out", "{store}/ev"], 2,
      ["lies inside the cube store"]),
     ("run --out an existing file", ["run", "{root}", "--out", W_ + "/file"], 2, ["is a file"]),

@@ -87,6 +87,16 @@ def test_frame_scores_max_per_frame_with_empty_frames():
     np.testing.assert_array_equal(frame_scores(sc, offs, -5.0), ref)
 
 
+def test_frame_scores_top_k_mean():
+    obj = np.array([0.5, 3.0, -1.0, 2.0, 7.0, -4.0])
+    offsets = np.array([0, 0, 3, 3, 3, 4, 6, 6], np.int64)  # as above
+    np.testing.assert_array_equal(frame_scores(obj, offsets, -9.0, topk=2),
+                                  [-9.0, 1.75, -9.0, -9.0, 2.0, 1.5, -9.0])  # a frame with fewer: their mean
+    np.testing.assert_array_equal(frame_scores(obj, offsets, -9.0, topk=1), frame_scores(obj, offsets, -9.0))
+    with pytest.raises(ConfigError, match="frame_topk must be >= 1"):
+        frame_scores(obj, offsets, -9.0, topk=0)
+
+
 def test_frame_scores_bad_offsets():
     with pytest.raises(ValueError, match="end at the number of objects"):
         frame_scores([1.0, 2.0], [0, 1], 0.0)

@@ -110,6 +110,7 @@ class ScoreConfig:
     median_k: int = 9  # window of the median filter (odd); centred, or the last k frames when causal
     gaussian_sigma: float = 3.0  # sigma of the Gaussian filter, in frames (causal: half-Gaussian over past frames)
     causal: bool = False  # True: smoothing looks only backwards (live scoring); applied per clip either way
+    frame_topk: int = 1  # a frame's score: the mean of its k highest object scores (1: the max, the paper's rule)
 
 
 @dataclass
@@ -318,8 +319,10 @@ def apply_overrides(preset: Preset, items: list[str] | tuple[str, ...] | None,
         if not eq or not name:
             raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. model.skips=1")
         if section not in allowed:
-            raise ConfigError(f"--set {key}: only {', '.join(s + '.*' for s in allowed)} can be set here "
-                              "(prepare settings are the cube store's: `amsrc prepare --preset`)")
+            why = {"prepare": " (prepare settings are the cube store's: `amsrc prepare --preset`)",
+                   "model": " (the network is the model's: train another with `amsrc train --set`)",
+                   "train": " (the network is the model's: train another with `amsrc train --set`)"}.get(section, "")
+            raise ConfigError(f"--set {key}: only {', '.join(s + '.*' for s in allowed)} can be set here{why}")
         cfg = getattr(preset, section)
         names = [f.name for f in dataclasses.fields(cfg) if not f.name.startswith("_")]
         if name not in names:

@@ -217,8 +217,9 @@ def empty_frame_score(stats: TrainStats, w_f: float, w_p: float) -> float:
     return float(combine(np.zeros(1), np.zeros(1), stats, w_f, w_p)[0])
 
 
-def frame_scores(object_scores: Any, offsets: Any, empty_score: float) -> np.ndarray:
-    """Frame score = max over the frame's objects; ``empty_score`` where a frame has none.
+def frame_scores(object_scores: Any, offsets: Any, empty_score: float, topk: int = 1) -> np.ndarray:
+    """Frame score = max over the frame's objects (``topk`` > 1: the mean of its ``topk`` highest, or
+    of all its objects when it has fewer); ``empty_score`` where a frame has none.
 
     object_scores (N,) float; offsets (n_frames + 1,) int with offsets[0] = 0, offsets[-1] = N,
     non-decreasing: the objects of frame t are ``object_scores[offsets[t]:offsets[t+1]]``.
@@ -238,10 +239,16 @@ def frame_scores(object_scores: Any, offsets: Any, empty_score: float) -> np.nda
     out = np.full(n_frames, float(empty_score), dtype=np.float64)
     starts = off[:-1]
     nonempty = off[1:] > starts
-    if np.any(nonempty):
+    if int(topk) < 1:
+        raise ConfigError(f"score.frame_topk must be >= 1, got {topk}")
+    if np.any(nonempty) and int(topk) == 1:
         # reduceat over the starts of non-empty frames: each run ends where the next non-empty
         # frame starts (only empty frames lie between), the last one at N.
         out[nonempty] = np.maximum.reduceat(s, starts[nonempty])
+    elif np.any(nonempty):
+        for t in np.flatnonzero(nonempty):
+            v = s[off[t]:off[t + 1]]
+            out[t] = float(np.mean(np.sort(v)[-int(topk):]))
     return out
 
 
@@ -266,7 +273,7 @@ def clip_scores(clip, objects: Any, s_f: Any, s_p: Any, empty_score: float, cfg:
     (:func:`frame_scores`, ``empty_score`` for frames without objects) and ``cfg``'s smoothing.
     ``clip`` gives name, offsets, labels and object_labels (a stored clip or another ClipScores)."""
     objects = np.asarray(objects, dtype=np.float64)
-    raw = frame_scores(objects, clip.offsets, empty_score)
+    raw = frame_scores(objects, clip.offsets, empty_score, cfg.frame_topk)
     return ClipScores(clip.name, raw, smooth(raw, cfg), objects, s_f, s_p, clip.labels,
                       np.asarray(clip.offsets), clip.object_labels)
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from amsrc.cli.common import add_common, add_preset, add_variant, nonneg_int, positive_int
+from amsrc.config import apply_overrides
 from amsrc.data.synth import write_scene
 from amsrc.detector import AMSRC
 from amsrc.eval.evaluate import evaluate
@@ -28,6 +29,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = check_output(args.out, "dir", "--out", {"model": args.model, "cube store": args.store},
                        {"cube store": args.store})
     det = AMSRC.load(Path(args.model), device=args.device, engine=args.engine)
+    apply_overrides(det.preset_, args.set, allowed=("score",))  # another score rule for the same network
     result = evaluate(det, CubeStore.open(Path(args.store)), out, split=args.split)
     print(format_result(result))
     print(f"results: {out / 'results.json'}")
@@ -77,6 +79,9 @@ def add_parsers(sub) -> None:
     ev.add_argument("store", help="cube store written by `amsrc prepare`")
     ev.add_argument("--split", default="testing", help="the store's split to score (one with frame labels)")
     ev.add_argument("--out", required=True, help="folder for results.json and plots")
+    ev.add_argument("--set", action="append", default=[], metavar="score.KEY=VALUE",
+                    help="score the model with another score setting (repeatable), e.g. --set score.frame_topk=2; "
+                         "only score.* (the network is the model's)")
     ev.add_argument("--engine", choices=AMSRC.ENGINES, default="auto", help="what runs the network: torch, "
                     "onnxruntime (CPU; needs the export extra; scores agree within 1e-4), or auto: onnxruntime on "
                     "the CPU where installed, else torch")
