@@ -25,6 +25,7 @@ Writes ``OUT/speed.json`` and prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import time
@@ -91,7 +92,7 @@ def stream_speed(model_path: Path, data: Path, device: str, n_clips: int | None 
         out["decoder_run"] = scorer.need_pred
         if len(clips):  # the engine's set-up (ONNX conversion) is not part of a frame's time
             warm = StreamScorer(det)
-            for f in list(open_clip(clips[0]).iter_frames())[:8]:
+            for f in itertools.islice(open_clip(clips[0]).iter_frames(), 8):
                 warm.push(f)
         read_s = total_s = 0.0
         raw_live, n, objects = [], 0, 0

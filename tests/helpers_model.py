@@ -1,4 +1,5 @@
-"""A tiny untrained detector for scoring tests: no fitting, fixed weights and training statistics."""
+"""A tiny untrained detector for scoring tests: no fitting, fixed weights and training statistics; and
+Ctrl-C in the middle of a scoring run."""
 
 from __future__ import annotations
 
@@ -25,3 +26,19 @@ def tiny_detector() -> AMSRC:
     det.preset_ = p
     det.train_stats_ = TrainStats(0.5, 0.2, 30.0, 10.0)
     return det
+
+
+def ctrl_c_at_frame(monkeypatch, n: int) -> None:
+    """Make the ``n``-th frame a StreamScorer finishes raise KeyboardInterrupt (as Ctrl-C would), so
+    ``n - 1`` frames are scored."""
+    from amsrc.live import stream
+
+    real, calls = stream.StreamScorer.finish, {"n": 0}
+
+    def finish(self, prep):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(self, prep)
+
+    monkeypatch.setattr(stream.StreamScorer, "finish", finish)

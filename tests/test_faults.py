@@ -28,7 +28,7 @@ from amsrc.cli import main
 from amsrc.data.synth import write_scene
 from amsrc.errors import ConfigError, DataError, WorkerError
 from amsrc.training.checkpoint import FootageInfo, Threshold
-from helpers_model import tiny_detector
+from helpers_model import ctrl_c_at_frame, tiny_detector
 from helpers_video import make_frames, write_video
 
 W, H = 64, 64
@@ -438,18 +438,7 @@ def test_commit_refuses_to_replace_a_folder_that_is_not_a_shard(tmp_path):
 
 
 def test_interrupted_file_scoring_exits_130_with_what_was_scored(world, tmp_path, capsys, monkeypatch):
-    from amsrc.live import stream
-
-    real = stream.StreamScorer.finish
-    calls = {"n": 0}
-
-    def finish(self, prep):
-        calls["n"] += 1
-        if calls["n"] == 8:
-            raise KeyboardInterrupt
-        return real(self, prep)
-
-    monkeypatch.setattr(stream.StreamScorer, "finish", finish)
+    ctrl_c_at_frame(monkeypatch, 8)
     out = tmp_path / "s.csv"
     rc, err = _run(["score", world["model"], world["video"], "--csv", out], capsys)
     assert rc == 130 and "interrupted" in err, err

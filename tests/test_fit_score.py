@@ -437,16 +437,8 @@ def test_score_engine_onnxruntime_gives_the_torch_lines(fitted, tmp_path):
 
 def test_score_video_stopped_by_ctrl_c_returns_what_was_scored(fitted, monkeypatch):
     from amsrc.detector import AMSRC
-    from amsrc.live import stream
+    from helpers_model import ctrl_c_at_frame
 
-    real, calls = stream.StreamScorer.finish, {"n": 0}
-
-    def finish(self, prep):
-        calls["n"] += 1
-        if calls["n"] == 8:
-            raise KeyboardInterrupt
-        return real(self, prep)
-
-    monkeypatch.setattr(stream.StreamScorer, "finish", finish)
+    ctrl_c_at_frame(monkeypatch, 8)
     vs = AMSRC.load(fitted["model"]).score_video(fitted["test"])
     assert vs.summary.interrupted and vs.frame.tolist() == list(range(7)) and vs.score.shape == (7,)

@@ -77,8 +77,8 @@ def test_labels_only_top_k_and_never_overlapping():
     reserved = [(0, 0, 400, 30)]
     got = place_labels(boxes, scores, (360, 400), 0.4, 5, reserved)
     assert 1 <= len(got) <= 5
-    assert {k for k, _ in got} <= set(np.argsort(-scores)[:5].tolist())  # only the 5 highest carry a label
-    rects = [r for _, r in got] + reserved
+    assert {k for k, _, _ in got} <= set(np.argsort(-scores)[:5].tolist())  # only the 5 highest carry a label
+    rects = [r for _, r, _ in got] + reserved
     for i in range(len(rects)):
         for j in range(i + 1, len(rects)):
             a, b = rects[i], rects[j]

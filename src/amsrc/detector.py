@@ -186,9 +186,7 @@ class AMSRC:
     @property
     def engine_name_(self) -> str:
         """The engine that runs the network: ``engine`` with "auto" resolved."""
-        engine = getattr(self, "engine", "auto")
-        if engine not in self.ENGINES:
-            raise ConfigError(f"engine must be one of {', '.join(self.ENGINES)}, got {engine!r}")
+        engine = _check_engine(getattr(self, "engine", "auto"))
         if engine == "auto":
             import importlib.util
 
@@ -208,7 +206,7 @@ class AMSRC:
                 raise ConfigError(f"engine 'onnxruntime' runs on the CPU; device is {self.device!r} (use engine 'torch')")
             from amsrc.export import OnnxRuntimeNet
 
-            self.engine_ = OnnxRuntimeNet(self.model_, self.preset_, self.train_stats_.to_dict())
+            self.engine_ = OnnxRuntimeNet.from_model(self.model_, self.preset_, self.train_stats_.to_dict())
         return self.engine_
 
     def network_inputs(self, appearance, flow):
@@ -259,13 +257,17 @@ class AMSRC:
         """Load a checkpoint written by ``fit``, ``fit_footage`` or ``save`` (``torch.load(weights_only=True)``);
         the threshold and footage facts that ``amsrc fit`` learned come back as ``threshold_`` and ``footage_``.
         ``engine``: what runs the network when scoring (see the class)."""
-        device = check_device(device)
-        if engine not in cls.ENGINES:
-            raise ConfigError(f"engine must be one of {', '.join(cls.ENGINES)}, got {engine!r}")
+        device, engine = check_device(device), _check_engine(engine)
         ck = Checkpoint.load(path)
         det = cls(preset=ck.preset, device=device, engine=engine)
         det._restore(ck, Path(path))
         return det
+
+
+def _check_engine(engine: str) -> str:
+    if engine not in AMSRC.ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(AMSRC.ENGINES)}, got {engine!r}")
+    return engine
 
 
 def _check_store_matches(store, preset: Preset, given: bool = False) -> None:

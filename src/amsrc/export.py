@@ -153,20 +153,27 @@ def export_onnx(model_path: str | Path, out_path: str | Path, opset: int = OPSET
 
 class OnnxRuntimeNet:
     """The network run by ONNX Runtime (CPU) instead of PyTorch: the ``engine="onnxruntime"`` of
-    :class:`~amsrc.detector.AMSRC`. Built in memory from the torch model (nothing written); ``run``
-    takes the torch inputs of :func:`amsrc.model.inputs.network_inputs` and returns (x, y or None,
-    pred) as torch tensors, for :func:`amsrc.scoring.object_scores` to score with the same formulas.
-    ``threads``: ORT's intra-op threads (default: torch's current count)."""
+    :class:`~amsrc.detector.AMSRC` (:meth:`from_model`, built in memory, nothing written) and the
+    export check (an ONNX file). ``graph``: a path or the serialised model; ``threads``: ORT's intra-op
+    threads (default: torch's current count). ``run`` takes the torch inputs of
+    :func:`amsrc.model.inputs.network_inputs` and returns (x, y or None, pred) as torch tensors, for
+    :func:`amsrc.scoring.cue_scores` to score with the same formulas."""
 
-    def __init__(self, model, preset, stats: dict, threads: int | None = None):
+    def __init__(self, graph: str | bytes, threads: int | None = None):
         ort = _require("onnxruntime")
-        proto = onnx_model(model, preset, stats)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(threads or torch.get_num_threads())
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        self.session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
+
+    @classmethod
+    def from_model(cls, model, preset, stats: dict, threads: int | None = None) -> OnnxRuntimeNet:
+        """The torch ``model`` converted in memory (:func:`onnx_model`; the model itself is left as it is)."""
+        _require("onnxruntime")  # a missing runtime is named before the conversion is paid for
+        return cls(onnx_model(model, preset, stats).SerializeToString(), threads)
 
     def run(self, app_in: torch.Tensor, flow_in: torch.Tensor):
         feed = {"app_in": np.ascontiguousarray(app_in.cpu().numpy()),
@@ -206,7 +213,7 @@ def check_onnx(onnx_path: str | Path, model_path: str | Path, appearance=None, f
     most ``atol + rtol * |torch score|`` (the rtol covers float32 rounding of large S_p sums).
     ``max_abs`` also reports pred, x, y.
     """
-    ort = _require("onnxruntime")
+    _require("onnxruntime")
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise DataError(onnx_path, "no such ONNX file")
@@ -222,17 +229,12 @@ def check_onnx(onnx_path: str | Path, model_path: str | Path, appearance=None, f
     n = check_cubes(appearance, flow, channels=c, cube_size=s)
     if n < need:
         raise DataError(None, f"the check needs at least {need} cubes (largest batch size), got {n}")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(1, min(2, torch.get_num_threads()))
-    opts.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        net = OnnxRuntimeNet(str(onnx_path), threads=max(1, min(2, torch.get_num_threads())))
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
         raise DataError(onnx_path, f"ONNX Runtime cannot load it: {exc}") from None
-    out_names = [o.name for o in sess.get_outputs()]
-    in_names = {i.name for i in sess.get_inputs()}
-    if not {"pred", "x"} <= set(out_names) or in_names != set(INPUT_NAMES):
-        raise DataError(onnx_path, f"not an amsrc export: inputs {sorted(in_names)}, outputs {out_names}")
+    if not {"pred", "x"} <= set(net.outputs) or set(net.inputs) != set(INPUT_NAMES):
+        raise DataError(onnx_path, f"not an amsrc export: inputs {sorted(net.inputs)}, outputs {net.outputs}")
     diffs: dict[str, float] = {}
     rel = 0.0
     ok = True
@@ -242,18 +244,17 @@ def check_onnx(onnx_path: str | Path, model_path: str | Path, appearance=None, f
         app_in, target, flow_in = to_tensors(app_b, flow_b, fs)
         with torch.inference_mode():
             ref_out = model(app_in, flow_in)
-        got = dict(zip(out_names, sess.run(out_names, {"app_in": app_in.numpy(), "flow_in": flow_in.numpy()})))
-        if (ref_out.y is None) != ("y" not in got):
-            raise DataError(onnx_path, f"the ONNX graph's outputs {out_names} do not match the model variant "
+        x, y, pred = net.run(app_in, flow_in)
+        if (ref_out.y is None) != (y is None):
+            raise DataError(onnx_path, f"the ONNX graph's outputs {net.outputs} do not match the model variant "
                                        f"{preset.model.variant!r}")
-        ort_out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in got.items()}
-        f, p = cue_scores(ort_out["pred"], target, ort_out["x"], ort_out.get("y"))
+        f, p = cue_scores(pred, target, x, y)
         s_f, s_p = f.numpy(), p.numpy()
-        pairs = {"pred": (got["pred"], ref_out.pred), "x": (got["x"], ref_out.x)}
+        pairs = {"pred": (pred, ref_out.pred), "x": (x, ref_out.x)}
         if ref_out.y is not None:
-            pairs["y"] = (got["y"], ref_out.y)
+            pairs["y"] = (y, ref_out.y)
         for k, (a, r) in pairs.items():
-            diffs[k] = max(diffs.get(k, 0.0), float(np.abs(a - r.float().numpy()).max()))
+            diffs[k] = max(diffs.get(k, 0.0), float(np.abs(a.numpy() - r.float().numpy()).max()))
         d_f = float(np.abs(s_f - ref.s_f).max())
         d_p = float(np.abs(s_p - ref.s_p).max())
         for got_s, ref_s in ((s_f, ref.s_f), (s_p, ref.s_p)):

@@ -207,7 +207,11 @@ class AVSource(FrameSource):
                     self.fps = float(st.average_rate)
         except Exception:  # noqa: BLE001 - a file that does not open is reported when it is read
             return
-        if self.fps is None:
+        self._rate_unknown()
+
+    def _rate_unknown(self) -> None:
+        """No --fps and the video states no rate: times at DEFAULT_FPS, said once."""
+        if self.fps is None and self.fps_origin != "assumed":
             self.fps_origin = "assumed"
             _say_assumed(self, self.warn)
 
@@ -247,9 +251,7 @@ class AVSource(FrameSource):
                 st.thread_type = "AUTO"
                 if self.fps is None and st.average_rate:
                     self.fps = float(st.average_rate)
-                if self.fps is None and self.fps_origin != "assumed":
-                    self.fps_origin = "assumed"
-                    _say_assumed(self, self.warn)
+                self._rate_unknown()
                 fps = self.fps or DEFAULT_FPS
                 tb = float(st.time_base) if st.time_base else None
                 t0 = None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,6 @@ class FrameView:
     event: int | None = None  # number of the event open at this frame
     rate_note: str = ""  # e.g. " (25 fps assumed)" after the time
     top_k: int = 3  # boxes with a score label
-    extra: list = field(default_factory=list)  # more text lines under the panel (report thumbnails)
 
 
 def _put(img, text, org, fscale, col, thick=1) -> None:
@@ -89,8 +88,9 @@ def _overlaps(a, b) -> bool:
 
 
 def place_labels(boxes: np.ndarray, scores: np.ndarray, size_hw: tuple[int, int], fscale: float, top_k: int,
-                 reserved: list) -> list[tuple[int, tuple[int, int, int, int]]]:
-    """Where the score labels go: (object index, (x0, y0, x1, y1) of its label) for at most ``top_k``
+                 reserved: list) -> list[tuple[int, tuple[int, int, int, int], tuple[int, int]]]:
+    """Where the score labels go: (object index, (x0, y0, x1, y1) of its label, the origin of its text)
+    for at most ``top_k``
     objects, highest score first, each label above its box, else below it, else inside its top, and
     only where it overlaps no label placed before and no ``reserved`` rectangle (an object whose
     label fits nowhere goes unlabelled)."""
@@ -108,7 +108,7 @@ def place_labels(boxes: np.ndarray, scores: np.ndarray, size_hw: tuple[int, int]
             rect = (x, y_top, x + tw + 3, y_top + lh + lb + 3)
             if rect[1] >= 0 and rect[3] <= h and not any(_overlaps(rect, p) for p in placed):
                 placed.append(rect)
-                out.append((int(k), rect))
+                out.append((int(k), rect, (x + 1, y_top + lh + 1)))
                 break
     return out
 
@@ -131,16 +131,14 @@ def draw_frame(frame_rgb: np.ndarray, v: FrameView) -> np.ndarray:
     panel_h = 2 * th + 3 * base + 8
     banner_h = max(10, int(round(BANNER_H * unit)))
     # boxes, then the labels of the top_k (highest first, each where it overlaps no other label)
-    for k, ((x0, y0, x1, y1), s) in enumerate(zip(boxes, scores)):
-        col = box_colour(float(s), thr, v.event is not None and k == top)
+    colours = [box_colour(float(s), thr, v.event is not None and k == top) for k, s in enumerate(scores)]
+    for (x0, y0, x1, y1), col in zip(boxes, colours):
         cv2.rectangle(out, (int(np.clip(x0, 0, w - 1)), int(np.clip(y0, 0, h - 1))),
                       (int(np.clip(x1 - 1, 0, w - 1)), int(np.clip(y1 - 1, 0, h - 1))), col, thick)
     reserved = [(0, 0, w, panel_h)] + ([(0, h - banner_h, w, h)] if v.event is not None else [])
-    for k, rect in place_labels(boxes, scores, (h, w), fscale, v.top_k, reserved):
-        s = float(scores[k])
+    for k, rect, origin in place_labels(boxes, scores, (h, w), fscale, v.top_k, reserved):
         cv2.rectangle(out, rect[:2], (rect[2] - 1, rect[3] - 1), (0, 0, 0), -1)
-        (_, lh), _ = cv2.getTextSize(f"{s:.1f}", cv2.FONT_HERSHEY_SIMPLEX, fscale, 1)
-        _put(out, f"{s:.1f}", (rect[0] + 1, rect[1] + lh + 1), fscale, box_colour(s, thr, v.event is not None and k == top))
+        _put(out, f"{float(scores[k]):.1f}", origin, fscale, colours[k])
     # the panel: frame and time, then the score bar
     cv2.rectangle(out, (0, 0), (w - 1, panel_h - 1), (0, 0, 0), -1)
     _put(out, f"frame {v.index}  {v.time_s:.2f} s{v.rate_note}", (3, th + 3), fscale, (235, 235, 235))
@@ -161,12 +159,6 @@ def draw_frame(frame_rgb: np.ndarray, v: FrameView) -> np.ndarray:
     if v.event is not None:
         cv2.rectangle(out, (0, h - banner_h), (w - 1, h - 1), RED, -1)
         _put(out, f"EVENT {v.event}", (4, h - (banner_h - th) // 2 - 1), fscale, (255, 255, 255))
-    y = panel_h + th + 4
-    for line in v.extra:
-        (tw, _), _ = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, fscale, 1)
-        cv2.rectangle(out, (0, y - th - 3), (min(w - 1, tw + 6), y + base), (0, 0, 0), -1)
-        _put(out, line, (3, y), fscale, (235, 235, 235))
-        y += th + base + 4
     return out
 
 

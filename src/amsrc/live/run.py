@@ -101,13 +101,14 @@ def output_header(source, threshold) -> dict:
 class _Lines:
     """Where the frame and event lines go: ``frames_out`` (JSON lines or CSV; None: nowhere) and
     ``events_out`` (JSON lines; None: among the JSON frame lines, or nowhere for CSV). Alerts are also
-    said on ``warn``. ``header`` (:func:`output_header`) is the first line written."""
+    said on ``warn``. ``header`` (:func:`output_header`) is the first line written; ``fps_assumed``:
+    alert times say they are at the assumed rate."""
 
-    def __init__(self, frames_out, events_out, fmt: str, warn, header: dict | None = None):
+    def __init__(self, frames_out, events_out, fmt: str, warn, header: dict | None = None, fps_assumed: bool = False):
         if fmt not in ("jsonl", "csv"):
             raise ConfigError(f"output format must be jsonl or csv, got {fmt!r}")
         self.fmt, self.warn = fmt, warn
-        self.assumed = f" at {DEFAULT_FPS:g} fps, assumed" if header is not None and "(assumed)" in header["time"] else ""
+        self.assumed = f" at {DEFAULT_FPS:g} fps, assumed" if fps_assumed else ""
         self.frames_out = frames_out
         self.events_out = events_out if events_out is not None else (frames_out if fmt == "jsonl" else None)
         if frames_out is not None:
@@ -238,7 +239,7 @@ def score_source(detector, source, frames_out, *, fmt: str = "jsonl", events_out
         def warn(msg: str) -> None:
             print(msg, file=sys.stderr, flush=True)
     thr = getattr(detector, "threshold_", None)
-    out = _Lines(frames_out, events_out, fmt, warn, output_header(source, thr))
+    out = _Lines(frames_out, events_out, fmt, warn, output_header(source, thr), source.fps_assumed)
     foot = getattr(detector, "footage_", None)
     frame_size = None if foot is None else foot.frame_size
     scorer = StreamScorer(detector, None if thr is None else thr.value, frame_size)
@@ -363,7 +364,10 @@ def score_video(detector, source, *, fps: float | None = None, on_corrupt: str =
         if r is not None and rgb is not None:
             rows.append((int(index), float(time_s), float(r.raw), float(r.score), r.anomalous))
         for e in lines:
-            (starts.__setitem__(e["event"], e) if e["type"] == "event_start" else ends.append(e))
+            if e["type"] == "event_start":
+                starts[e["event"]] = e
+            else:
+                ends.append(e)
 
     summary = score_source(detector, source, None, warn=warn, on_frame=on_frame, min_frames=min_frames,
                            end_frames=end_frames)  # Ctrl-C (the only end of a camera): what was scored, interrupted

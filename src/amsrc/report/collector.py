@@ -77,15 +77,12 @@ class ReportCollector:
             self._recent.append((rgb.copy(), view, r))
         for e in lines:
             if e["type"] == "event_start":  # the peak so far: the run above the threshold that started it
-                self._open, started = e["event"], True
-                run = [x for x in self._recent if x[1].index >= e["start_frame"]]
-                self._best = None
-                for x in run:
-                    if self._best is None or x[2].score > self._best[2].score:
-                        self._best = x
+                self._open, started, self._best = e["event"], True, None
+                for x in self._recent:
+                    if x[1].index >= e["start_frame"]:
+                        self._keep_if_higher(x)
         if self._open is not None and not started and r is not None and view is not None:
-            if self._best is None or r.score > self._best[2].score:
-                self._best = self._recent[-1]
+            self._keep_if_higher(self._recent[-1])
         for e in lines:
             if e["type"] == "event_end":
                 self._open = None
@@ -93,6 +90,11 @@ class ReportCollector:
                 if self._best is not None and len(self.thumbs) < self.max_thumbnails:
                     self._thumb(e, *self._best)
                 self._best = None
+
+    def _keep_if_higher(self, x: tuple) -> None:
+        """The event's peak frame: the first of its highest scores, as the event detector picks it."""
+        if self._best is None or x[2].score > self._best[2].score:
+            self._best = x
 
     def _thumb(self, e: dict, rgb: np.ndarray, view: FrameView, r: FrameResult) -> None:
         k = max(1, -(-THUMB_MIN_W // rgb.shape[1]))  # small frames drawn k times larger, so the labels read
