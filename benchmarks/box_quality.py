@@ -2,7 +2,7 @@
 
     python benchmarks/box_quality.py [ROOT] [--preset ped2] [--threads 1]
     python benchmarks/box_quality.py ROOT --fit-perspective     # the size model's numbers, from training
-    python benchmarks/box_quality.py ROOT --flow-table          # flow methods: error vs speed
+    python benchmarks/box_quality.py ROOT --flow-table [--val VAL --out runs/flows]   # flow methods: error, speed (velocity)
     python benchmarks/box_quality.py --sources --val VAL --out runs/boxes   # box sources, val then test
 
 Default run: streams every clip of every split through the preset's flow and box detector (the
@@ -26,9 +26,12 @@ the coverage of the moving pixels of its NORMAL frames from frame 4 on (|I_t - I
 2x2 opening: the share inside a box), a recall with no labels. The validation columns are what chooses; ROOT's test
 columns are read to report.
 
-``--flow-table`` compares flow methods: endpoint error (EPE, px) on textured patches of two sizes
-moving at six known speeds over a real background frame, and the warp error on real pairs (grey
-levels: |I_t-1(x) - I_t(x + flow(x))| on pixels that changed by more than 18), with ms per pair.
+``--flow-table`` compares the flows of ``FLOWS``: endpoint error (EPE, px) on textured patches of two
+sizes moving at six known speeds over a real background frame, the flow magnitude on the still ground
+within 9 px of a patch (true flow 0: what a box around a moving object averages in), and the warp
+error on real pairs (grey levels: |I_t-1(x) - I_t(x + flow(x))| on pixels that changed by more than
+18), with ms per pair. With ``--val`` each flow (TV-L1 excepted: ~1 s a pair) is also prepared with
+the preset's boxes on the validation set and on ROOT, for the ``velocity`` AUROC (as ``--sources``).
 """
 
 from __future__ import annotations
@@ -178,19 +181,32 @@ def fit_perspective(index, preset) -> dict:
     }
 
 
-def flow_table(index, n_pairs=60, tvl1=True) -> list[dict]:
+FLOWS = {  # name -> FlowConfig fields; "fine" is OpenCV's ultrafast one pyramid level finer
+    "dis-ultrafast": {"dis_preset": "ultrafast"},
+    "dis-fast": {"dis_preset": "fast"},
+    "dis-medium": {"dis_preset": "medium"},
+    "dis-fine": {"dis_preset": "fine"},
+    "dis-fine, refine 1": {"dis_preset": "fine", "dis_refine": 1},
+    "dis-fine, refine 3": {"dis_preset": "fine", "dis_refine": 3},
+    "dis-fine, refine 5": {"dis_preset": "fine", "dis_refine": 5},
+    "dis-fine, refine 10": {"dis_preset": "fine", "dis_refine": 10},
+    "dis-fine, 2x frames": {"dis_preset": "fine", "scale": 2.0},
+    "dis-fine, refine 5, 2x frames": {"dis_preset": "fine", "dis_refine": 5, "scale": 2.0},
+    "farneback": {"method": "farneback"},
+    "tvl1": {"method": "tvl1"},
+}
+SLOW_FLOWS = ("tvl1",)  # about 1 s per pair: endpoint and warp error only, on 8 pairs
+
+
+def flow_cases(bg: np.ndarray):
+    """Textured patches (a small, top-of-frame walker size and a large one) moving at six known speeds
+    over a real frame: (frame a, frame b, region of the patch in a, dx, dy, patch height)."""
     import cv2
 
-    from amsrc.config import FlowConfig
-    from amsrc.prepare.flow import make_flow
-
-    clips = index.clips("testing") or index.clips("training")
-    bg = next(_iter_grey(index.clips("training")[0] if index.clips("training") else clips[0]))
     H, W = bg.shape
     cases = []
     speeds = [(3, 1), (1.5, -0.5), (0.5, 0.5), (6, 2), (-9, 3), (2, -4)]
     for k, (dx, dy) in enumerate(speeds):
-        # a small (top-of-frame walker sized) and a large patch, placed relative to the frame size
         for ph, pw, fx, fy in ((30, 15, 0.28, 0.25), (60, 30, 0.55, 0.62)):
             rng = np.random.default_rng(k)
             p = cv2.GaussianBlur(rng.integers(0, 255, (ph, pw)).astype(np.uint8), (0, 0), 1.5)
@@ -205,6 +221,22 @@ def flow_table(index, n_pairs=60, tvl1=True) -> list[dict]:
             bw, aw = cv2.warpAffine(big, M, (W, H)), cv2.warpAffine(alpha, M, (W, H))
             b = (bg * (1 - aw) + bw).round().clip(0, 255).astype(np.uint8)
             cases.append((a, b, alpha > 0, dx, dy, ph))
+    return cases
+
+
+def flow_table(index, n_pairs=60, names=None) -> list[dict]:
+    """Per flow of ``FLOWS``: endpoint error on known motion, error on the still ground around it, warp
+    error on real pairs, ms per pair."""
+    import cv2
+
+    from amsrc.config import FlowConfig
+    from amsrc.prepare.flow import make_flow
+
+    clips = index.clips("testing") or index.clips("training")
+    bg = next(_iter_grey(index.clips("training")[0] if index.clips("training") else clips[0]))
+    H, W = bg.shape
+    cases = flow_cases(bg)
+    ring = np.ones((9, 9), np.uint8)
     pairs = []
     for clip in clips:
         frames = list(_iter_grey(clip))
@@ -213,52 +245,72 @@ def flow_table(index, n_pairs=60, tvl1=True) -> list[dict]:
     pairs = pairs[:n_pairs]
     gx, gy = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
     rows = []
-    methods = [("dis", p) for p in ("ultrafast", "fast", "fine", "medium")] + [("farneback", None)]
-    if tvl1:
-        methods.append(("tvl1", None))
-    for method, dp in methods:
-        fl = make_flow(FlowConfig(method=method, dis_preset=dp or "fine", threads=1))
-        eps, epl = [], []
+    for name in names or FLOWS:
+        fl = make_flow(FlowConfig(threads=1, **FLOWS[name]))
+        eps, epl, still = [], [], []
         for a, b, reg, dx, dy, ph in cases:
             f = fl(a, b)
             e = float(np.hypot(f[..., 0] - dx, f[..., 1] - dy)[reg].mean())
             (eps if ph == 30 else epl).append(e)
-        use = pairs if method != "tvl1" else pairs[:8]
-        warp = []
+            # the still ground within 9 px of the patch at t-1 and t: true flow 0
+            moved = cv2.warpAffine(reg.astype(np.uint8), np.float32([[1, 0, dx], [0, 1, dy]]), (W, H)) > 0
+            near = (cv2.dilate((reg | moved).astype(np.uint8), ring) > 0) & ~reg & ~moved
+            still.append(float(np.hypot(f[..., 0], f[..., 1])[near].mean()))
+        use = pairs if name not in SLOW_FLOWS else pairs[:8]
         t_best = float("inf")
-        for _rep in range(1 if method == "tvl1" else 3):
+        for _rep in range(1 if name in SLOW_FLOWS else 3):
             t0 = time.perf_counter()
             flows = [fl(a, b) for a, b in use]
             t_best = min(t_best, (time.perf_counter() - t0) / len(use))
+        warp = []
         for (a, b), f in zip(use, flows):
             w = cv2.remap(b, gx + f[..., 0], gy + f[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             m = cv2.absdiff(a, b) > 18
             if m.any():
                 warp.append(float(np.abs(w.astype(np.float32) - a)[m].mean()))
         rows.append({
-            "method": method + (f"-{dp}" if dp else ""),
+            "method": name,
+            "fields": FLOWS[name],
             "epe_small_patch": float(np.mean(eps)),
             "epe_large_patch": float(np.mean(epl)),
             "epe_max": float(max(eps + epl)),
+            "still_ground": float(np.mean(still)),
             "warp_error": float(np.mean(warp)),
             "pairs": len(use),
             "ms_per_pair": 1000 * t_best,
         })
     zero = [float(np.mean(np.abs(b.astype(np.float32) - a)[cv2.absdiff(a, b) > 18])) for a, b in pairs]
-    rows.append({"method": "(zero flow)", "epe_small_patch": float(np.mean([np.hypot(c[3], c[4]) for c in cases])),
-                 "epe_large_patch": float("nan"), "epe_max": float("nan"), "warp_error": float(np.mean(zero)),
-                 "pairs": len(pairs), "ms_per_pair": 0.0})
+    rows.append({"method": "(zero flow)", "fields": {}, "epe_small_patch": float(np.mean([np.hypot(c[3], c[4]) for c in cases])),
+                 "epe_large_patch": float("nan"), "epe_max": float("nan"), "still_ground": 0.0,
+                 "warp_error": float(np.mean(zero)), "pairs": len(pairs), "ms_per_pair": 0.0})
+    return rows
+
+
+def flow_velocity(root: Path, vals: list[Path], preset_name: str, out: Path, names) -> dict:
+    """Per flow: the preset's boxes prepared with it on the validation sets and on ROOT; velocity AUROC."""
+    from amsrc.config import get_preset
+
+    rows = {}
+    for name in names:
+        if name in SLOW_FLOWS:
+            continue
+        preset = get_preset(preset_name)
+        for k, v in FLOWS[name].items():
+            setattr(preset.prepare.flow, k, v)
+        rows[name] = {"val": _val_rows(vals, preset, out, False), "test": _source_row(root, preset, out / "test", False)}
     return rows
 
 
 SOURCES = {  # name -> BoxConfig fields replaced in the preset's boxes
-    "diff 3x9 (before)": {"method": "diff", "close_w": 3, "close_h": 9, "edge_min_side": 16},
-    "bg 1x5": {"method": "bg", "close_w": 1, "close_h": 5, "edge_min_side": 16},
-    "bg 3x9": {"method": "bg", "close_w": 3, "close_h": 9, "edge_min_side": 16},
-    "bg 1x5, edges kept": {"method": "bg", "close_w": 1, "close_h": 5, "edge_min_side": 0},
-    "bg 3x9, edges kept": {"method": "bg", "close_w": 3, "close_h": 9, "edge_min_side": 0},
-    "bg+diff 3x9": {"method": "bg+diff", "close_w": 3, "close_h": 9, "edge_min_side": 16},
+    "diff 3x9": {"method": "diff", "close_w": 3, "close_h": 9, "edge_min_side": 0},
+    "bg 3x9, edges kept (the ped2 preset)": {"method": "bg", "close_w": 3, "close_h": 9, "edge_min_side": 0},
     "bg+diff 3x9, edges kept": {"method": "bg+diff", "close_w": 3, "close_h": 9, "edge_min_side": 0},
+    "mdiff 3x9": {"method": "mdiff", "close_w": 3, "close_h": 9, "edge_min_side": 0},
+    "bg+mdiff 3x9": {"method": "bg+mdiff", "close_w": 3, "close_h": 9, "edge_min_side": 0},
+    "bg 3x9, persist 1": {"method": "bg", "close_w": 3, "close_h": 9, "edge_min_side": 0, "persist": 1},
+    "bg 3x9, persist 2": {"method": "bg", "close_w": 3, "close_h": 9, "edge_min_side": 0, "persist": 2},
+    "bg+diff 3x9, persist 2": {"method": "bg+diff", "close_w": 3, "close_h": 9, "edge_min_side": 0, "persist": 2},
+    "bg 3x9, no size cap": {"method": "bg", "close_w": 3, "close_h": 9, "edge_min_side": 0, "split_horizon": None},
 }
 
 
@@ -315,7 +367,19 @@ def _source_row(root: Path, preset, out: Path, coverage: bool) -> dict:
     return row
 
 
-def compare_sources(root: Path, val: Path, preset_name: str, out: Path) -> dict:
+def _val_rows(vals: list[Path], preset, out: Path, coverage: bool) -> dict:
+    """``_source_row`` on each validation set, and their mean (key "mean": what chooses)."""
+    sets = {str(v): _source_row(v, preset, out / f"val{i}", coverage) for i, v in enumerate(vals)}
+
+    def mean(rows):
+        if isinstance(rows[0], dict):
+            return {k: mean([r[k] for r in rows]) for k in rows[0]}
+        return float(np.mean(rows))
+
+    return {"mean": mean(list(sets.values())), "sets": sets}
+
+
+def compare_sources(root: Path, vals: list[Path], preset_name: str, out: Path) -> dict:
     from amsrc.config import get_preset
 
     rows = {}
@@ -323,15 +387,74 @@ def compare_sources(root: Path, val: Path, preset_name: str, out: Path) -> dict:
         preset = get_preset(preset_name)
         for k, v in fields.items():
             setattr(preset.prepare.boxes, k, v)
-        rows[name] = {"fields": fields, "val": _source_row(val, preset, out / "val", True),
+        rows[name] = {"fields": fields, "val": _val_rows(vals, preset, out, True),
                       "test": _source_row(root, preset, out / "test", False)}
         r = rows[name]
-        print(f"| {name} | {r['val']['recall']:.3f} | {r['val']['motion_coverage']:.3f} | "
-              f"{100 * r['val']['velocity']['smoothed_drop4']:.1f} | {100 * r['val']['copy-last']['smoothed_drop4']:.1f} | "
+        v = r["val"]["mean"]
+        print(f"| {name} | {v['recall']:.3f} | {v['motion_coverage']:.3f} | {v['boxes_per_frame']:.2f} | "
+              f"{100 * v['velocity']['smoothed_drop4']:.1f} | {100 * v['copy-last']['smoothed_drop4']:.1f} | "
               f"{r['test']['recall']:.4f} | {r['test']['boxes_per_frame']:.2f} | {r['test']['frames_per_s']:.0f} | "
               f"{100 * r['test']['velocity']['raw']:.1f} | {100 * r['test']['velocity']['smoothed_drop4']:.1f} | "
               f"{100 * r['test']['copy-last']['smoothed_drop4']:.1f} |", flush=True)
     return rows
+
+
+def picture(index, preset, clip_name: str, t: int, path: Path) -> dict:
+    """The box pipeline on frame ``t`` of test clip ``clip_name`` in one PNG: the background learned from
+    the training frames, the foreground mask after the closing, and the frame with its boxes (red: a box
+    holding an anomalous object by the pixel masks, green: the others; the masks outlined in yellow)."""
+    import cv2
+
+    from amsrc.data.readers import open_clip
+    from amsrc.prepare.boxes import make_box_detector
+    from amsrc.prepare.flow import make_flow
+    from amsrc.prepare.recall import box_labels
+
+    clip = next((c for c in index.clips("testing") if c.name == clip_name), None)
+    if clip is None:
+        raise SystemExit(f"--picture: no test clip {clip_name!r} in {index.root}")
+    cfg = preset.prepare.boxes
+    bg = _background(index, cfg)
+    flow, det = make_flow(preset.prepare.flow), make_box_detector(cfg, bg)
+    prev = None
+    for i, grey in enumerate(_iter_grey(clip)):
+        if prev is not None:
+            f = flow(prev, grey)
+            mask = det.foreground(prev, grey, f)
+            boxes = det.boxes_of(mask)
+        if i == t:
+            break
+        prev = grey
+    else:
+        raise SystemExit(f"--picture: clip {clip_name} has no frame {t}")
+    if prev is None:
+        raise SystemExit("--picture: frame 0 has no previous frame, so no boxes; pick t >= 1")
+    rgb = next(f for j, f in enumerate(open_clip(clip).iter_frames()) if j == t)
+    gt = clip.masks.read(t) if clip.masks is not None else np.zeros(grey.shape, np.uint8)
+    labels = box_labels(gt, boxes)
+    scale = 2  # Ped2 frames are 240x360: drawn 2x so the lines and labels read
+    up = lambda img: cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    left = up(cv2.cvtColor(bg if bg is not None else grey, cv2.COLOR_GRAY2BGR))
+    middle = up(cv2.cvtColor(mask * 255, cv2.COLOR_GRAY2BGR))
+    right = up(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    contours, _ = cv2.findContours(up((gt != 0).astype(np.uint8)), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(right, contours, -1, (0, 220, 255), 1)
+    for (x0, y0, x1, y1), lab in zip(boxes.tolist(), labels):
+        cv2.rectangle(right, (x0 * scale, y0 * scale), (x1 * scale - 1, y1 * scale - 1), (0, 0, 255) if lab else (0, 200, 0), 2)
+    titles = ("background B (median of training frames)", f"|I_t - B| > {cfg.bg_threshold:g}, closed {cfg.close_w}x{cfg.close_h}"
+              if "bg" in cfg.method else f"motion mask ({cfg.method}), closed {cfg.close_w}x{cfg.close_h}",
+              f"boxes of clip {clip_name} frame {t} (0-based): {len(boxes)}")
+    panels = []
+    for img, title in zip((left, middle, right), titles):
+        band = np.full((28, img.shape[1], 3), 255, np.uint8)
+        cv2.putText(band, title, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+        panels.append(np.vstack([band, img]))
+    sep = np.full((panels[0].shape[0], 8, 3), 255, np.uint8)
+    out = np.hstack([panels[0], sep, panels[1], sep, panels[2]])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), out):
+        raise SystemExit(f"--picture: could not write {path}")
+    return {"picture": str(path), "clip": clip_name, "frame": t, "boxes": len(boxes), "anomalous_boxes": int(labels.sum())}
 
 
 def main(argv=None) -> int:
@@ -346,16 +469,20 @@ def main(argv=None) -> int:
     ap.add_argument("--no-tvl1", action="store_true", help="skip TV-L1 in --flow-table (about 1 s per pair)")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     ap.add_argument("--sources", action="store_true", help="compare the box sources of SOURCES (needs --val)")
-    ap.add_argument("--val", default=None, help="with --sources: an injected validation set (amsrc data inject)")
+    ap.add_argument("--val", action="append", default=None,
+                    help="with --sources (needed) or --flow-table (adds the velocity columns): an injected validation set "
+                    "(amsrc data inject); give it several times (other --seed) and the validation columns are their mean")
     ap.add_argument("--out", default="runs/boxes", help="with --sources: where the cube stores go (reused)")
+    ap.add_argument("--picture", default=None, help="write the box pipeline on one test frame to this PNG")
+    ap.add_argument("--picture-frame", default="02:100", help="with --picture: CLIP:T, a test clip and a 0-based frame")
     args = ap.parse_args(argv)
     if args.sources:
         if not args.val:
             ap.error("--sources needs --val (an injected validation set)")
-        print("| source | val recall | val motion coverage | val velocity | val copy-last | test recall | "
+        print("| source | val recall | val motion coverage | val boxes/frame | val velocity | val copy-last | test recall | "
               "test boxes/frame | prepare frames/s | test velocity raw | test velocity | test copy-last |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
-        rows = compare_sources(Path(args.root), Path(args.val), args.preset, Path(args.out))
+        rows = compare_sources(Path(args.root), [Path(v) for v in args.val], args.preset, Path(args.out))
         if args.json:
             from amsrc.utils import write_json_atomic
 
@@ -373,13 +500,29 @@ def main(argv=None) -> int:
     index = load_dataset(Path(args.root))
     result: dict = {"root": args.root, "preset": args.preset, "threads": args.threads}
 
-    if args.flow_table:
-        rows = flow_table(index, tvl1=not args.no_tvl1)
+    if args.picture:
+        clip_name, t = args.picture_frame.rsplit(":", 1)
+        result["picture"] = picture(index, preset, clip_name, int(t), Path(args.picture))
+        print(result["picture"])
+    elif args.flow_table:
+        names = [n for n in FLOWS if not (args.no_tvl1 and n in SLOW_FLOWS)]
+        rows = flow_table(index, names=names)
         result["flow_table"] = rows
-        print(f"{'flow':16s} {'EPE small':>9s} {'EPE large':>9s} {'EPE max':>8s} {'warp err':>8s} {'ms/pair':>8s}")
+        vel = flow_velocity(Path(args.root), [Path(v) for v in args.val], args.preset, Path(args.out), names) if args.val else {}
+        result["flow_velocity"] = vel
+        print("| flow | EPE small patch | EPE large patch | EPE max | still ground | warp error | ms/pair |"
+              + (" val velocity | test recall | test velocity raw | test velocity |" if vel else ""))
+        print("|---" * (7 + 4 * bool(vel)) + "|")
         for r in rows:
-            print(f"{r['method']:16s} {r['epe_small_patch']:9.3f} {r['epe_large_patch']:9.3f} {r['epe_max']:8.2f} "
-                  f"{r['warp_error']:8.2f} {r['ms_per_pair']:8.2f}")
+            line = (f"| {r['method']} | {r['epe_small_patch']:.3f} | {r['epe_large_patch']:.3f} | {r['epe_max']:.2f} | "
+                    f"{r['still_ground']:.3f} | {r['warp_error']:.2f} | {r['ms_per_pair']:.2f} |")
+            v = vel.get(r["method"])
+            if v:
+                line += (f" {100 * v['val']['mean']['velocity']['smoothed_drop4']:.1f} | {v['test']['recall']:.4f} | "
+                         f"{100 * v['test']['velocity']['raw']:.1f} | {100 * v['test']['velocity']['smoothed_drop4']:.1f} |")
+            elif vel:
+                line += " | | | |"
+            print(line, flush=True)
     elif args.fit_perspective:
         r = fit_perspective(index, preset)
         result["perspective"] = r

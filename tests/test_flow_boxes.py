@@ -359,3 +359,118 @@ def test_partly_visible_objects_at_the_border_are_dropped():
     assert len(make_box_detector(BoxConfig(margin=2, edge_min_side=16, min_area=0))(c, d, None)) == 1
     with pytest.raises(ConfigError, match="edge_min_side"):
         make_box_detector(BoxConfig(edge_min_side=-1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Box sources on one scene with known objects (issue 12)
+
+
+def _walkers_scene(n_frames: int = 14, stop_from: int | None = None):
+    """Three isolated textured 'walkers' (30x14 px, brighter than the ground by 40 grey levels or more)
+    moving 2-3 px a frame on a noisy static ground from frame 1 on (frame 0 is the empty ground, where
+    MOG2 starts its model), their masks per frame, and the empty ground. With ``stop_from`` the first
+    one stands still from that frame on."""
+    patches = [_texture(30, 14, seed=20 + k, lo=170, hi=250) for k in range(3)]
+    starts, speeds = [(10, 8), (130, 45), (40, 85)], [(3, 0), (-2, 0), (2, 0)]
+    frames, masks = [], []
+    for t in range(n_frames):
+        objs, mask = [], np.zeros((H, W), np.uint8)
+        for k, ((x, y), (vx, vy)) in enumerate(zip(starts, speeds)):
+            if t == 0:
+                continue
+            tt = min(t, stop_from) if (k == 0 and stop_from is not None) else t
+            x, y = x + vx * tt, y + vy * tt
+            objs.append((patches[k], x, y))
+            mask[y : y + 30, x : x + 14] = 1
+        frames.append(_scene(objs, noise=2.0, seed=t))
+        masks.append(mask)
+    return frames, masks, _background()
+
+
+@pytest.mark.parametrize("method,most", [("diff", 4), ("mdiff", 3), ("bg", 3), ("mog2", 3), ("flow", 4), ("bg+diff", 3)])
+def test_each_box_method_gives_one_box_per_isolated_walker(method, most):
+    """Every walker found in every frame with a cube. The background sources and the multi-frame
+    difference give one box per walker; the two-frame ones may add one fragment (the difference of a
+    textured walker is a broken outline; DIS smears its motion onto the flat ground beside it)."""
+    frames, masks, ground = _walkers_scene()
+    # "flow": DIS smears 0.7 px onto a flat ground next to a walker (the BoxConfig default threshold)
+    cfg = BoxConfig(method=method, close_w=3, close_h=9, min_area=60, flow_threshold=1.5)
+    flows = None
+    if method == "flow":
+        flow = make_flow(FlowConfig())
+        flows = [flow(frames[t - 1], frames[t]) for t in range(1, len(frames))]
+    boxes = _boxes(cfg, frames, flows, background=ground)
+    for t in range(4, len(frames)):  # from the first frame with a cube
+        b = boxes[t - 1]
+        assert box_recall_frame(masks[t], b, min_cover=0.8) == (3, 3), (method, t, b)
+        assert 3 <= len(b) <= most, (method, t, b)
+
+
+def test_bg_keeps_a_walker_that_stopped_and_diff_loses_it():
+    frames, masks, ground = _walkers_scene(n_frames=16, stop_from=6)
+    still = masks[-1] * 0
+    still[8:38, 28:42] = 1  # walker 0 stands at x = 10 + 3 * 6 from frame 6 on
+    cfg = dict(close_w=3, close_h=9)
+    bg = _boxes(BoxConfig(method="bg", **cfg), frames, background=ground)
+    diff = _boxes(BoxConfig(method="diff", **cfg), frames)
+    for t in range(9, 16):
+        assert box_recall_frame(still, bg[t - 1], min_cover=0.9) == (1, 1)
+        assert box_recall_frame(still, diff[t - 1]) == (0, 1)
+
+
+def test_mdiff_box_spans_the_cube_frames():
+    """The multi-frame difference joins the object at t with where it was at t-1 .. t-4 (the frames
+    the cube crops), where the two-frame difference spans t-1 and t only."""
+    patch = _texture(30, 14, seed=30)
+    xs = [20 + 4 * t for t in range(8)]
+    frames = [_scene([(patch, x, 40)], noise=2.0, seed=t) for t, x in enumerate(xs)]
+    cfg = dict(margin=0, close_w=3, close_h=9)
+    t = 7
+    (m,) = _boxes(BoxConfig(method="mdiff", **cfg), frames)[t - 1]
+    (d,) = _boxes(BoxConfig(method="diff", **cfg), frames)[t - 1]
+    assert abs(m[0] - xs[t - 4]) <= 1 and abs(m[2] - (xs[t] + 14)) <= 1, m
+    assert abs(d[0] - xs[t - 1]) <= 1 and abs(d[2] - (xs[t] + 14)) <= 1, d
+    # causal and per clip: reset forgets the past frames
+    det = make_box_detector(BoxConfig(method="mdiff", **cfg))
+    det(frames[0], frames[1])
+    det.reset()
+    (first,) = det(frames[6], frames[7])
+    np.testing.assert_array_equal(first, d)
+
+
+def test_persist_drops_a_fragment_seen_for_one_frame():
+    patch, flash = _texture(30, 14, seed=31), _texture(16, 16, seed=32)
+    frames = []
+    for t in range(8):
+        objs = [(patch, 20 + 3 * t, 40)]
+        if t == 5:
+            objs.append((flash, 120, 90))  # appears in one frame only
+        frames.append(_scene(objs, noise=2.0, seed=t))
+    plain = _boxes(BoxConfig(method="diff"), frames)
+    kept = _boxes(BoxConfig(method="diff", persist=2), frames)
+    assert len(plain[4]) == 2  # frame 5: the walker and the flash
+    assert len(kept[4]) == 1 and kept[4][0, 0] < 60  # only the walker, which has boxes in frames 3 and 4
+    assert all(len(b) == 1 for b in kept[2:4]) and len(kept[6]) == 1
+    with pytest.raises(ConfigError, match="persist"):
+        make_box_detector(BoxConfig(persist=-1))
+
+
+@pytest.mark.parametrize("fields", [{"dis_refine": 5}, {"scale": 2.0}, {"scale": 0.5}])
+def test_flow_refinement_and_scale_keep_image_pixels(fields):
+    patch = _texture(40, 30, seed=1)
+    x0, y0, dx, dy = 60, 40, 4, 2
+    a = _scene([(patch, x0, y0)])
+    b = _scene([(patch, x0 + dx, y0 + dy)])
+    flow = make_flow(FlowConfig(**fields))(a, b)
+    assert flow.shape == (H, W, 2) and flow.dtype == np.float32
+    med = np.median(flow[y0 + 8 : y0 + 32, x0 + 8 : x0 + 22].reshape(-1, 2), axis=0)
+    assert abs(med[0] - dx) < 0.4 and abs(med[1] - dy) < 0.4, (fields, med)
+    assert np.median(np.abs(flow[:20, :30])) < 0.1  # the still corner reads ~0
+
+
+def test_flow_scale_and_refinement_are_checked():
+    for bad in ({"scale": 0.0}, {"scale": float("nan")}, {"scale": 8.0}):
+        with pytest.raises(ConfigError, match="flow scale"):
+            make_flow(FlowConfig(**bad))
+    with pytest.raises(ConfigError, match="dis_refine"):
+        make_flow(FlowConfig(dis_refine=-1))

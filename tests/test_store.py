@@ -249,6 +249,13 @@ def test_changed_setting_rebuilds_everything(data, tmp_path):
     cfg2 = PrepareConfig(cube_size=16)
     cfg2.flow.threads = 0
     assert run(index, out, cfg=cfg2).built == []
+    # the box association and the flow's refinement and scale are settings of the cubes too
+    for section, key, value in (("boxes", "persist", 2), ("flow", "dis_refine", 3), ("flow", "scale", 0.5)):
+        cfg3 = PrepareConfig(cube_size=16)
+        setattr(getattr(cfg3, section), key, value)
+        report = run(index, out, cfg=cfg3)
+        assert len(report.built) == 5 and set(report.rebuild_reasons.values()) == {"settings changed"}, key
+        assert CubeStore.open(out).settings[section][key] == value
 
 
 def test_changed_source_file_rebuilds_that_clip(data, tmp_path):

@@ -18,6 +18,14 @@ from amsrc.errors import ConfigError
 class FlowConfig:
     method: str = "dis"  # "dis" (default), "farneback", "tvl1", "raft" (needs a local weights file)
     dis_preset: str = "fine"  # DIS: OpenCV's "ultrafast", "fast", "medium", or "fine" (ultrafast at finest scale 1)
+    # DIS: iterations of variational refinement at every pyramid level (0: none, as OpenCV's ultrafast
+    # and fast presets; "medium" has 5). It smooths the patch flow and pulls the flow of the ground
+    # next to a moving object back to zero
+    dis_refine: int = 0
+    # frames are resized by this factor before the flow is computed, and the flow is resized back and
+    # divided by it (vectors stay in image pixels): 2 resolves small objects finer, 0.5 halves the cost
+    # on large frames
+    scale: float = 1.0
     raft_weights: str | None = None  # path to local RAFT weights, only for method="raft"
     threads: int = 1  # OpenCV threads per process (1: parallel workers each use one core; 0: OpenCV's default)
 
@@ -28,7 +36,7 @@ class BoxConfig:
     # motion mask: "diff" |I_t - I_t-1|, "bg" |I_t - B| against a background B learned from the training
     # frames, "mog2" (adaptive background), "flow" |flow|, or a union such as "bg+diff"
     method: str = "diff"
-    threshold: float = 18.0  # "diff": grey-level difference that counts as motion
+    threshold: float = 18.0  # "diff", "mdiff": grey-level difference that counts as motion
     bg_threshold: float = 35.0  # "bg": grey-level difference from the background that counts as foreground
     bg_frames: int = 500  # "bg": training frames (spread evenly over the training clips) whose median is B
     mog2_history: int = 500  # "mog2": learning rate 1/history; a still object fades out after ~0.1*history frames
@@ -49,6 +57,11 @@ class BoxConfig:
     split_min_height: float = 12.0  # floor of the typical object height, pixels
     split_max_h: float = 1.5  # a blob taller than this many typical heights (at its bottom row) is cut
     split_max_w: float = 1.0  # a blob wider than this many typical heights is cut
+    # temporal association: a box of frame t is kept only when each of the previous ``persist`` frames
+    # has a box (before the margin) overlapping it with IoU >= persist_iou; 0 keeps every box. A fragment
+    # that flickers for one frame is not an object
+    persist: int = 0
+    persist_iou: float = 0.1
 
 
 @dataclass

@@ -6,7 +6,9 @@ frame) of frame t. It is causal: it sees only frames <= t (MOG2 keeps a backgrou
 calls; ``reset()`` starts a new clip).
 
 Steps:
-  1. motion mask: ``diff`` |I_t - I_t-1| > threshold (default), ``bg`` |I_t - B| > bg_threshold
+  1. motion mask: ``diff`` |I_t - I_t-1| > threshold (default), ``mdiff`` max over k = 1..4 of
+     |I_t - I_t-k| > threshold (the multi-frame difference over the cube's frames: the object's
+     outline at t joined with where it was), ``bg`` |I_t - B| > bg_threshold
      against a fixed background B, the median of training frames (:mod:`amsrc.prepare.background`;
      whole silhouettes, and objects that stop stay found), ``mog2`` adaptive background
      subtraction (a stopped object fades after a while), ``flow`` |flow| > flow_threshold, or a
@@ -23,7 +25,10 @@ Steps:
      giant box (which would later look like one large abnormal object);
   5. filters: min area, max area (fraction of the frame), max aspect; overlap merge (IoU);
      margin; clip to the frame;
-  6. partly visible objects (optional, ``edge_min_side``): a box touching the left or right
+  6. temporal association (optional, ``persist``): a box is kept only when each of the previous
+     ``persist`` frames had a box overlapping it (IoU >= ``persist_iou``), so a fragment that
+     flickers for one frame is not an object;
+  7. partly visible objects (optional, ``edge_min_side``): a box touching the left or right
      border narrower than that, or the top or bottom border shorter than that, is dropped. Such
      a sliver of an object entering or leaving the view is stretched several times when it is
      resized to the cube side, and its crop cannot be predicted from the previous frames.
@@ -40,7 +45,8 @@ from amsrc.config import BoxConfig
 from amsrc.errors import ConfigError, DataError
 from amsrc.prepare.flow import check_gray_pair
 
-BOX_METHODS = ("diff", "bg", "mog2", "flow")
+BOX_METHODS = ("diff", "mdiff", "bg", "mog2", "flow")
+MDIFF_FRAMES = 4  # "mdiff": frames back (t-1 .. t-4, the cube's frames)
 MAX_BOXES = 256  # boxes per frame kept before merging (Ped2 has ~10); more is noise, and merging is quadratic
 log = logging.getLogger("amsrc")
 
@@ -58,6 +64,8 @@ def _check_cfg(cfg: BoxConfig) -> None:
         raise ConfigError(f"bg_threshold must be >= 0 and bg_frames >= 1, got {cfg.bg_threshold}, {cfg.bg_frames}")
     if "mog2" in parts and cfg.mog2_history < 1:
         raise ConfigError(f"mog2_history must be >= 1, got {cfg.mog2_history}")
+    if cfg.persist < 0 or not 0.0 <= cfg.persist_iou <= 1.0:
+        raise ConfigError(f"persist must be >= 0 and persist_iou in [0, 1], got {cfg.persist}, {cfg.persist_iou}")
     if cfg.margin < 0 or cfg.min_area < 0 or cfg.edge_min_side < 0:
         raise ConfigError("box margin, min_area and edge_min_side must be >= 0")
     if not 0.0 < cfg.max_area_frac <= 1.0:
@@ -115,11 +123,7 @@ def merge_overlapping(boxes: np.ndarray, iou: float) -> np.ndarray:
     changed = True
     while changed and len(b) > 1:
         changed = False
-        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-        ix = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
-        iy = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
-        inter = ix * iy
-        ious = inter / np.maximum(area[:, None] + area[None, :] - inter, 1)
+        ious = box_iou(b, b)
         np.fill_diagonal(ious, 0.0)
         i, j = np.unravel_index(int(np.argmax(ious)), ious.shape)
         if ious[i, j] > iou:
@@ -153,8 +157,10 @@ class BoxDetector:
         self.reset()
 
     def reset(self) -> None:
-        """Start a new clip or stream: forget the background model."""
+        """Start a new clip or stream: forget the background model and the past frames and boxes."""
         self._mog2 = None
+        self._past: list[np.ndarray] = []  # "mdiff": grey frames t-4 .. t-1, oldest first
+        self._past_boxes: list[np.ndarray] = []  # persist: raw boxes of the last frames, oldest first
 
     # -- step 1: motion mask -------------------------------------------------------------------
     def _motion_mask(self, prev_gray: np.ndarray, cur_gray: np.ndarray, flow: np.ndarray | None) -> np.ndarray:
@@ -167,6 +173,16 @@ class BoxDetector:
 
     def _mask_diff(self, prev_gray, cur_gray, flow):
         return (cv2.absdiff(prev_gray, cur_gray) > self.cfg.threshold).astype(np.uint8)
+
+    def _mask_mdiff(self, prev_gray, cur_gray, flow):
+        if not self._past:
+            self._past.append(prev_gray)  # the first call of a clip
+        diff = cv2.absdiff(prev_gray, cur_gray)
+        for old in self._past[:-1]:  # frames t-4 .. t-2 (t-1 is prev_gray)
+            np.maximum(diff, cv2.absdiff(old, cur_gray), out=diff)
+        self._past.append(cur_gray)
+        del self._past[:-MDIFF_FRAMES]
+        return (diff > self.cfg.threshold).astype(np.uint8)
 
     def _mask_bg(self, prev_gray, cur_gray, flow):
         if self.background.shape != cur_gray.shape:
@@ -204,15 +220,25 @@ class BoxDetector:
 
         return cap
 
-    def __call__(self, prev_gray: np.ndarray, cur_gray: np.ndarray, flow: np.ndarray | None = None) -> np.ndarray:
+    def foreground(self, prev_gray: np.ndarray, cur_gray: np.ndarray, flow: np.ndarray | None = None) -> np.ndarray:
+        """(H, W) uint8 {0, 1}: steps 1-2, the motion mask after the closing. A call is
+        ``boxes_of(foreground(...))``; both keep the detector's state across frames."""
         check_gray_pair(prev_gray, cur_gray, who="boxes")
         cfg = self.cfg
-        H, W = cur_gray.shape
         mask = self._motion_mask(prev_gray, cur_gray, flow)
         if self._kernel is None:
             self._kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (int(cfg.close_w), int(cfg.close_h)))
         if cfg.close_w > 1 or cfg.close_h > 1:
             mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._kernel)
+        return mask
+
+    def __call__(self, prev_gray: np.ndarray, cur_gray: np.ndarray, flow: np.ndarray | None = None) -> np.ndarray:
+        return self.boxes_of(self.foreground(prev_gray, cur_gray, flow))
+
+    def boxes_of(self, mask: np.ndarray) -> np.ndarray:
+        """Steps 3-7: the (K, 4) int32 boxes of a foreground mask from :meth:`foreground`."""
+        cfg = self.cfg
+        H, W = mask.shape
         n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         raw: list[tuple[int, int, int, int]] = []
         cap = self._cap(H) if cfg.split_horizon is not None else None
@@ -244,6 +270,8 @@ class BoxDetector:
             area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
             b = b[np.sort(np.argsort(-area, kind="stable")[:MAX_BOXES])]
         b = merge_overlapping(b, cfg.nms_iou)
+        if cfg.persist > 0:
+            b = self._associate(b)
         m = int(cfg.margin)
         b = b + np.array([-m, -m, m, m])
         b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, W)
@@ -256,6 +284,31 @@ class BoxDetector:
         # a stable order: top to bottom, left to right
         b = b[np.lexsort((b[:, 0], b[:, 1]))]
         return np.ascontiguousarray(b, dtype=np.int32).reshape(-1, 4)
+
+
+    def _associate(self, b: np.ndarray) -> np.ndarray:
+        """Keep the boxes of frame t that overlap a box of each of the previous ``persist`` frames."""
+        keep = np.ones(len(b), bool)
+        if len(self._past_boxes) < self.cfg.persist:
+            keep[:] = True  # the first frames of a clip: nothing to associate with yet, keep all
+        else:
+            for old in self._past_boxes:
+                keep &= box_iou(b, old).max(axis=1, initial=0.0) >= self.cfg.persist_iou
+        self._past_boxes.append(b)
+        del self._past_boxes[: -self.cfg.persist]
+        return b[keep]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(K, M) IoU of boxes x0, y0, x1, y1 (K, 4) against (M, 4)."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1.0)
 
 
 def make_box_detector(cfg: BoxConfig, background: np.ndarray | None = None) -> BoxDetector:
