@@ -481,7 +481,7 @@ def main(argv=None) -> int:
             ap.error("--sources needs --val (an injected validation set)")
         print("| source | val recall | val motion coverage | val boxes/frame | val velocity | val copy-last | test recall | "
               "test boxes/frame | prepare frames/s | test velocity raw | test velocity | test copy-last |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---" * 12 + "|")
         rows = compare_sources(Path(args.root), [Path(v) for v in args.val], args.preset, Path(args.out))
         if args.json:
             from amsrc.utils import write_json_atomic

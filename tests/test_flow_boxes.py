@@ -474,3 +474,86 @@ def test_flow_scale_and_refinement_are_checked():
             make_flow(FlowConfig(**bad))
     with pytest.raises(ConfigError, match="dis_refine"):
         make_flow(FlowConfig(dis_refine=-1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Detector plug-in (box method "det"): a tiny ONNX model built here
+
+
+def _onnx_detector(path, rows, size=64, out_rank=3):
+    """An ONNX 'detector' whose boxes are ``rows`` (x0, y0, x1, y1, class) in input pixels and whose
+    score is the mean brightness of its input: a bright frame's boxes pass a 0.3 score, a dark one's not."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rows = np.asarray(rows, np.float32)
+    n = len(rows)
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["m"], keepdims=0),
+        helper.make_node("Expand", ["m", "shape"], ["score"]),
+        helper.make_node("Concat", ["xyxy", "score", "cls"], ["det"], axis=1),
+    ]
+    out = "det"
+    if out_rank == 3:
+        nodes.append(helper.make_node("Unsqueeze", ["det", "axis0"], ["dets"]))
+        out = "dets"
+    inits = [numpy_helper.from_array(rows[:, :4], "xyxy"), numpy_helper.from_array(rows[:, 4:5], "cls"),
+             numpy_helper.from_array(np.array([n, 1], np.int64), "shape"), numpy_helper.from_array(np.array([0], np.int64), "axis0")]
+    shape = [1, n, 6] if out_rank == 3 else [n, 6]
+    graph = helper.make_graph(nodes, "tiny_detector", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, shape)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "opencv"])
+def test_onnx_detector_boxes_are_scored_filtered_and_mapped_to_the_frame(tmp_path, engine):
+    if engine == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    # input 64x64; the frame is 120x160: x scales by 2.5, y by 1.875
+    path = _onnx_detector(tmp_path / "det.onnx", [[8, 16, 24, 48, 0], [40, 8, 56, 32, 1]])
+    cfg = BoxConfig(method="det", detector_onnx=path, detector_size=64, margin=0, min_area=0, detector_engine=engine)
+    bright, dark = np.full((H, W), 220, np.uint8), np.full((H, W), 20, np.uint8)
+    boxes = make_box_detector(cfg)(bright, bright)
+    assert sorted(map(tuple, boxes.tolist())) == [(20, 30, 60, 90), (100, 15, 140, 60)]
+    assert len(make_box_detector(cfg)(dark, dark)) == 0  # score 20/255 < 0.3
+    only1 = make_box_detector(dataclasses.replace(cfg, detector_classes="1"))(bright, bright)
+    assert only1.tolist() == [[100, 15, 140, 60]]
+
+
+def test_detector_union_drops_motion_fragments_inside_a_detection(tmp_path):
+    pytest.importorskip("onnxruntime")
+    # a detection around the walker at (60, 40), 20x40; the walker's frame difference gives fragments
+    path = _onnx_detector(tmp_path / "det.onnx", [[56, 36, 84, 84, 0]], size=W, out_rank=2)
+    walker, other = _texture(40, 20, seed=40, lo=150, hi=250), _texture(20, 12, seed=41, lo=150, hi=250)
+    a = _scene([(walker, 60, 40), (other, 120, 10)]) // 2 + 100
+    b = _scene([(walker, 62, 40), (other, 123, 10)]) // 2 + 100
+    cfg = BoxConfig(method="det+diff", detector_onnx=path, detector_size=W, margin=0, close_w=1, close_h=1, min_area=4)
+    motion = make_box_detector(dataclasses.replace(cfg, method="diff"))(a, b)
+    both = make_box_detector(cfg)(a, b)
+    # the 64x64 input is the frame resized (W = 160 wide, H = 120 high): y scales by 120/160
+    det_box = (56, 27, 84, 63)
+    assert det_box in set(map(tuple, both.tolist()))
+    inside = [tuple(m) for m in motion.tolist() if m[0] >= 56 and m[2] <= 84 and m[1] >= 27 and m[3] <= 63]
+    assert inside and not set(inside) & set(map(tuple, both.tolist()))  # fragments inside the detection: gone
+    assert any(m[0] >= 118 for m in both.tolist())  # the other object, found by motion alone, stays
+
+
+def test_detector_plugin_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="detector_onnx"):
+        make_box_detector(BoxConfig(method="det"))
+    missing = tmp_path / "yolo.onnx"
+    with pytest.raises(ConfigError, match=f"{missing}: the ONNX detector file"):
+        make_box_detector(BoxConfig(method="det+bg", detector_onnx=str(missing)), np.zeros((H, W), np.uint8))
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(ConfigError, match="cannot load"):
+        make_box_detector(BoxConfig(method="det", detector_onnx=str(bad)))
+    path = _onnx_detector(tmp_path / "det.onnx", [[8, 16, 24, 48, 0]])
+    with pytest.raises(ConfigError, match="detector_classes"):
+        make_box_detector(BoxConfig(method="det", detector_onnx=path, detector_classes="person"))
+    g = np.zeros((H, W), np.uint8)
+    with pytest.raises(ConfigError, match=r"\(1, 3, 32, 32\) input"):  # the model wants 64x64
+        make_box_detector(BoxConfig(method="det", detector_onnx=path, detector_size=32))(g, g)

@@ -62,6 +62,14 @@ class BoxConfig:
     # that flickers for one frame is not an object
     persist: int = 0
     persist_iou: float = 0.1
+    # "det": an object detector from a local ONNX file (amsrc.prepare.detect; nothing downloaded)
+    detector_onnx: str | None = None  # path of the ONNX file: input (1, 3, S, S) RGB in [0, 1], output (N, 6)
+    detector_size: int = 640  # S: the frame is resized to S x S for the detector
+    detector_score: float = 0.3  # detections with a lower score are dropped
+    detector_classes: str = ""  # comma-separated class ids kept (e.g. "0,1"); "" keeps every class
+    detector_engine: str = "auto"  # "onnxruntime", "opencv" (cv2.dnn) or "auto" (ONNX Runtime where installed)
+    # with "det" in a union: a box lying this much (share of its area) inside a larger box is dropped
+    dedup_cover: float = 0.7
 
 
 @dataclass

@@ -8,7 +8,8 @@ calls; ``reset()`` starts a new clip).
 Steps:
   1. motion mask: ``diff`` |I_t - I_t-1| > threshold (default), ``mdiff`` max over k = 1..4 of
      |I_t - I_t-k| > threshold (the multi-frame difference over the cube's frames: the object's
-     outline at t joined with where it was), ``bg`` |I_t - B| > bg_threshold
+     outline at t joined with where it was), ``det`` the boxes of an object detector from a local
+     ONNX file (:mod:`amsrc.prepare.detect`; no mask), ``bg`` |I_t - B| > bg_threshold
      against a fixed background B, the median of training frames (:mod:`amsrc.prepare.background`;
      whole silhouettes, and objects that stop stay found), ``mog2`` adaptive background
      subtraction (a stopped object fades after a while), ``flow`` |flow| > flow_threshold, or a
@@ -25,6 +26,9 @@ Steps:
      giant box (which would later look like one large abnormal object);
   5. filters: min area, max area (fraction of the frame), max aspect; overlap merge (IoU);
      margin; clip to the frame;
+     with ``det`` in a union, the detector's boxes join the blobs' here, and a box lying
+     ``dedup_cover`` or more inside a larger box is dropped (de-duplication by cover ratio: a
+     detected walker and its motion fragments become the walker);
   6. temporal association (optional, ``persist``): a box is kept only when each of the previous
      ``persist`` frames had a box overlapping it (IoU >= ``persist_iou``), so a fragment that
      flickers for one frame is not an object;
@@ -45,7 +49,7 @@ from amsrc.config import BoxConfig
 from amsrc.errors import ConfigError, DataError
 from amsrc.prepare.flow import check_gray_pair
 
-BOX_METHODS = ("diff", "mdiff", "bg", "mog2", "flow")
+BOX_METHODS = ("diff", "mdiff", "bg", "mog2", "flow", "det")
 MDIFF_FRAMES = 4  # "mdiff": frames back (t-1 .. t-4, the cube's frames)
 MAX_BOXES = 256  # boxes per frame kept before merging (Ped2 has ~10); more is noise, and merging is quadratic
 log = logging.getLogger("amsrc")
@@ -64,6 +68,8 @@ def _check_cfg(cfg: BoxConfig) -> None:
         raise ConfigError(f"bg_threshold must be >= 0 and bg_frames >= 1, got {cfg.bg_threshold}, {cfg.bg_frames}")
     if "mog2" in parts and cfg.mog2_history < 1:
         raise ConfigError(f"mog2_history must be >= 1, got {cfg.mog2_history}")
+    if not 0.0 < cfg.dedup_cover <= 1.0:
+        raise ConfigError(f"dedup_cover must be in (0, 1], got {cfg.dedup_cover}")
     if cfg.persist < 0 or not 0.0 <= cfg.persist_iou <= 1.0:
         raise ConfigError(f"persist must be >= 0 and persist_iou in [0, 1], got {cfg.persist}, {cfg.persist_iou}")
     if cfg.margin < 0 or cfg.min_area < 0 or cfg.edge_min_side < 0:
@@ -151,6 +157,12 @@ class BoxDetector:
                 raise ConfigError(f"the box background must be an (H, W) uint8 grey image, got "
                                   f"{background.dtype} {background.shape}")
         self.background = background if "bg" in self._methods else None
+        self._detector = None
+        if "det" in self._methods:
+            from amsrc.prepare.detect import OnnxDetector
+
+            self._detector = OnnxDetector(cfg)
+        self._det_boxes = np.zeros((0, 4), np.int64)  # "det": the detector's boxes of the current frame
         self._capped = False  # the box cap was noted (once per detector)
         self._mog2 = None
         self._kernel = None
@@ -164,11 +176,14 @@ class BoxDetector:
 
     # -- step 1: motion mask -------------------------------------------------------------------
     def _motion_mask(self, prev_gray: np.ndarray, cur_gray: np.ndarray, flow: np.ndarray | None) -> np.ndarray:
-        """(H, W) uint8 {0, 1}: the union of the masks of the methods in ``cfg.method``."""
-        mask = None
+        """(H, W) uint8 {0, 1}: the union of the masks of the methods in ``cfg.method`` ("det" has none:
+        its boxes of frame t are kept for :meth:`boxes_of`)."""
+        mask = np.zeros(cur_gray.shape, np.uint8)
         for method in self._methods:
-            m = getattr(self, f"_mask_{method}")(prev_gray, cur_gray, flow)
-            mask = m if mask is None else np.maximum(mask, m)
+            if method == "det":
+                self._det_boxes = self._detector(cur_gray)
+                continue
+            mask = np.maximum(mask, getattr(self, f"_mask_{method}")(prev_gray, cur_gray, flow))
         return mask
 
     def _mask_diff(self, prev_gray, cur_gray, flow):
@@ -253,6 +268,7 @@ class BoxDetector:
                     _xy_cut(piece, x, y, cap, raw)
                     continue
             raw.append((x, y, x + w, y + h))
+        raw += [tuple(b) for b in self._det_boxes.tolist()]
         boxes = []
         max_area = cfg.max_area_frac * H * W
         for x0, y0, x1, y1 in raw:
@@ -270,6 +286,8 @@ class BoxDetector:
             area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
             b = b[np.sort(np.argsort(-area, kind="stable")[:MAX_BOXES])]
         b = merge_overlapping(b, cfg.nms_iou)
+        if self._detector is not None and len(self._methods) > 1:
+            b = drop_covered(b, cfg.dedup_cover)
         if cfg.persist > 0:
             b = self._associate(b)
         m = int(cfg.margin)
@@ -299,13 +317,30 @@ class BoxDetector:
         return b[keep]
 
 
+def _intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(K, M) intersection areas of boxes (K, 4) and (M, 4)."""
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    return ix * iy
+
+
+def drop_covered(boxes: np.ndarray, cover: float) -> np.ndarray:
+    """Drop every box of which ``cover`` or more of the area lies inside a larger box (order kept)."""
+    b = np.asarray(boxes, np.int64).reshape(-1, 4)
+    if len(b) < 2:
+        return b
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    inside = _intersections(b, b) / np.maximum(area[:, None], 1)  # [i, j]: share of box i inside box j
+    larger = area[None, :] > area[:, None]
+    np.fill_diagonal(inside, 0.0)
+    return b[~((inside >= cover) & larger).any(axis=1)]
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(K, M) IoU of boxes x0, y0, x1, y1 (K, 4) against (M, 4)."""
     a = np.asarray(a, np.float64).reshape(-1, 4)
     b = np.asarray(b, np.float64).reshape(-1, 4)
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
+    inter = _intersections(a, b)
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1.0)
