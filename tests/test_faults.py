@@ -574,3 +574,29 @@ def test_logs_in_a_file_are_lines_not_bars(world, tmp_path, quiet):
         assert [ln.split()[1] for ln in epochs] == ["1/2", "2/2"] and "weight decay" in epochs[0], text
         assert len(clips) == 2, text  # the scene's two clips
         assert text.count("loss = intensity (mean squared error") == 1
+
+
+def test_prepare_and_run_take_box_and_flow_settings(tmp_path, capsys):
+    """``prepare --set boxes.*/flow.*`` records the settings in the store; train takes them from there;
+    ``run --set`` prepares with them; a detector path is read as a path."""
+    from amsrc.cli import main
+    from amsrc.config import apply_overrides, get_preset
+    from amsrc.data.synth import write_scene
+    from amsrc.prepare.store import CubeStore
+
+    root = tmp_path / "scene"
+    write_scene(root, seed=0, height=64, width=96, n_train=1, n_test=1, train_frames=12, test_frames=60,
+                min_walkers=1, max_walkers=2)
+    store = tmp_path / "store"
+    assert main(["prepare", str(root), "--preset", "synthetic", "--out", str(store), "-q",
+                 "--set", "boxes.persist=2", "--set", "flow.dis_refine=3", "--set", "prepare.cube_size=16"]) == 0
+    s = CubeStore.open(store)
+    assert s.settings["boxes"]["persist"] == 2 and s.settings["flow"]["dis_refine"] == 3 and s.settings["cube_size"] == 16
+    p = apply_overrides(get_preset("ped2"), ["boxes.detector_onnx=/models/yolo v10.onnx"], allowed=("boxes",))
+    assert p.prepare.boxes.detector_onnx == "/models/yolo v10.onnx"
+    assert main(["prepare", str(root), "--out", str(tmp_path / "s2"), "--set", "boxes.persist=two", "-q"]) == 2
+    assert "--set boxes.persist=two: expected int" in capsys.readouterr().err
+    out = tmp_path / "run"
+    assert main(["run", str(root), "--preset", "synthetic", "--out", str(out), "--epochs", "1", "-q",
+                 "--set", "boxes.persist=1", "--set", "model.widths=tiny"]) == 0
+    assert CubeStore.open(out / "cubes").settings["boxes"]["persist"] == 1

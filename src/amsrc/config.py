@@ -327,12 +327,16 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
     return t
 
 
+PREPARE_SECTIONS = ("boxes", "flow", "prepare")  # --set sections of the cube store's settings
+
+
 def apply_overrides(preset: Preset, items: list[str] | tuple[str, ...] | None,
                     allowed: tuple[str, ...] = ("model", "train", "score")) -> Preset:
     """Apply ``SECTION.KEY=VALUE`` settings (``--set``) to ``preset`` in place and return it.
 
-    Only the sections in ``allowed`` may be set (prepare settings belong to the cube store); an
-    unknown key or a value of the wrong type is a ConfigError naming it and what was expected."""
+    Only the sections in ``allowed`` may be set (prepare settings belong to the cube store: ``boxes.*``,
+    ``flow.*`` and ``prepare.*`` are set when preparing); an unknown key or a value of the wrong type is
+    a ConfigError naming it and what was expected."""
     for item in items or ():
         key, eq, value = str(item).partition("=")
         key = key.strip()
@@ -340,15 +344,20 @@ def apply_overrides(preset: Preset, items: list[str] | tuple[str, ...] | None,
         if not eq or not name:
             raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. model.skips=1")
         if section not in allowed:
-            why = {"prepare": " (prepare settings are the cube store's: `amsrc prepare --preset`)",
+            store_why = " (prepare settings are the cube store's: `amsrc prepare --set`)"
+            why = {"prepare": store_why, "boxes": store_why, "flow": store_why,
                    "model": " (the network is the model's: train another with `amsrc train --set`)",
                    "train": " (the network is the model's: train another with `amsrc train --set`)"}.get(section, "")
             raise ConfigError(f"--set {key}: only {', '.join(s + '.*' for s in allowed)} can be set here{why}")
-        cfg = getattr(preset, section)
-        names = [f.name for f in dataclasses.fields(cfg) if not f.name.startswith("_")]
-        if name not in names:
-            raise ConfigError(f"--set {key}: {section} has no setting {name!r}; it has {', '.join(names)}")
-        setattr(cfg, name, _parse_value(value, getattr(cfg, name), key))
+        cfg = {"boxes": preset.prepare.boxes, "flow": preset.prepare.flow}.get(section) or getattr(preset, section)
+        fields = {f.name: f for f in dataclasses.fields(cfg) if not f.name.startswith("_") and f.name not in ("flow", "boxes")}
+        if name not in fields:
+            raise ConfigError(f"--set {key}: {section} has no setting {name!r}; it has {', '.join(fields)}")
+        current = getattr(cfg, name)
+        if current is None and str(fields[name].type).startswith("str"):  # a path that may be None
+            setattr(cfg, name, None if value.strip().lower() == "none" else value.strip())
+        else:
+            setattr(cfg, name, _parse_value(value, current, key))
     return preset
 
 

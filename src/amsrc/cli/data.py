@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from amsrc.cli.common import add_preset, nonneg_int, positive_float, positive_int, print_summary
-from amsrc.config import get_preset
+from amsrc.config import PREPARE_SECTIONS, apply_overrides, get_preset
 from amsrc.data.inject import KINDS, InjectSettings, inject
 from amsrc.data.layouts import load_dataset
 from amsrc.data.synth import write_scene
@@ -47,7 +47,7 @@ def cmd_data_inject(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    preset = get_preset(args.preset)
+    preset = apply_overrides(get_preset(args.preset), args.set, allowed=PREPARE_SECTIONS)
     out = check_output(args.out, "dir", "--out", {"dataset": args.root}, {"dataset": args.root})
     report = prepare_dataset(
         Path(args.root),
@@ -98,6 +98,10 @@ def add_parsers(sub) -> None:
     prep = sub.add_parser("prepare", help="flow, boxes and spatio-temporal cubes into an on-disk store")
     prep.add_argument("root", help="dataset root (any layout `amsrc data check` knows)")
     add_preset(prep, "default", "settings preset")
+    prep.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                      help="change one box, flow or cube setting of the preset (repeatable), e.g. --set boxes.persist=2 "
+                           "--set flow.dis_refine=5, or a detector: --set boxes.method=det+bg --set "
+                           "boxes.detector_onnx=yolo.onnx; recorded in the store (train takes them from there)")
     prep.add_argument("--out", required=True, help="cube store folder")
     prep.add_argument("--workers", type=positive_int, default=1, help="clips prepared in parallel")
     prep.add_argument("--shard", default=None, help="k/N: prepare only the k-th of N parts of the clips (1-based)")

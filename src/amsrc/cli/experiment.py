@@ -55,9 +55,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_set(p: argparse.ArgumentParser) -> None:
+def _add_set(p: argparse.ArgumentParser, prepare: bool = False) -> None:
+    what = "model, train, score, box, flow or cube (boxes.*, flow.*, prepare.*)" if prepare else "model, train or score"
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="change one model, train or score setting of the preset (repeatable), e.g. "
+                   help=f"change one {what} setting of the preset (repeatable), e.g. "
                         "--set model.skips=1 --set train.lr=2e-4; recorded in model.pt")
 
 
@@ -95,7 +96,7 @@ def add_parsers(sub) -> None:
     run.add_argument("--epochs", type=positive_int, default=None, help="training epochs; default: the preset's")
     run.add_argument("--workers", type=positive_int, default=1, help="processes that prepare cubes")
     run.add_argument("--out", required=True, help="folder for cubes/, train_VARIANT/ and eval_VARIANT/")
-    _add_set(run)
+    _add_set(run, prepare=True)
     add_common(run)
     run.set_defaults(func=cmd_run)
 

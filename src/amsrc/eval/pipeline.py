@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from amsrc.config import PREPARE_SECTIONS, apply_overrides, get_preset
 from amsrc.detector import AMSRC
 from amsrc.eval.evaluate import evaluate
 from amsrc.prepare.run import prepare_dataset
@@ -18,14 +19,20 @@ def run_pipeline(root, preset_name: str, out: str | Path, variant: str | None = 
                  overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Prepare the cubes of ``root`` (a path or a DatasetIndex), train on its training split, evaluate on its test split.
 
+    ``overrides``: ``SECTION.KEY=VALUE`` settings; ``boxes.*``, ``flow.*`` and ``prepare.*`` ones change the
+    cubes (and the store's settings), the others the model.
+
     Layout of ``out``: ``cubes/`` (the cube store, reused when its settings and sources match),
     ``train_<variant>/`` (log, checkpoints, ``model.pt``), ``eval_<variant>/`` (results and plots).
     An interrupted run resumes: finished clips are not prepared again and training continues from
     the last epoch's checkpoint.
     """
     out = Path(out)
-    det = AMSRC(preset=preset_name, variant=variant, epochs=epochs, device=device, progress=progress,
-                overrides=overrides)
+    # box, flow and cube settings (--set boxes.persist=2) make the store's preset; the rest the model's
+    store_items = [o for o in overrides if str(o).partition(".")[0].strip() in PREPARE_SECTIONS]
+    chosen = apply_overrides(get_preset(preset_name), store_items, allowed=PREPARE_SECTIONS) if store_items else preset_name
+    det = AMSRC(preset=chosen, variant=variant, epochs=epochs, device=device, progress=progress,
+                overrides=[o for o in overrides if o not in store_items])
     preset = det.resolved_preset()  # a bad --set fails here, before any work
     timings: dict[str, float] = {}
 
