@@ -186,12 +186,12 @@ FLOWS = {  # name -> FlowConfig fields; "fine" is OpenCV's ultrafast one pyramid
     "dis-fast": {"dis_preset": "fast"},
     "dis-medium": {"dis_preset": "medium"},
     "dis-fine": {"dis_preset": "fine"},
-    "dis-fine, refine 1": {"dis_preset": "fine", "dis_refine": 1},
-    "dis-fine, refine 3": {"dis_preset": "fine", "dis_refine": 3},
-    "dis-fine, refine 5": {"dis_preset": "fine", "dis_refine": 5},
-    "dis-fine, refine 10": {"dis_preset": "fine", "dis_refine": 10},
-    "dis-fine, 2x frames": {"dis_preset": "fine", "scale": 2.0},
-    "dis-fine, refine 5, 2x frames": {"dis_preset": "fine", "dis_refine": 5, "scale": 2.0},
+    "dis-fine refine 1": {"dis_preset": "fine", "dis_refine": 1},
+    "dis-fine refine 3": {"dis_preset": "fine", "dis_refine": 3},
+    "dis-fine refine 5": {"dis_preset": "fine", "dis_refine": 5},
+    "dis-fine refine 10": {"dis_preset": "fine", "dis_refine": 10},
+    "dis-fine 2x": {"dis_preset": "fine", "scale": 2.0},
+    "dis-fine refine 5 2x": {"dis_preset": "fine", "dis_refine": 5, "scale": 2.0},
     "farneback": {"method": "farneback"},
     "tvl1": {"method": "tvl1"},
 }
@@ -298,6 +298,11 @@ def flow_velocity(root: Path, vals: list[Path], preset_name: str, out: Path, nam
         for k, v in FLOWS[name].items():
             setattr(preset.prepare.flow, k, v)
         rows[name] = {"val": _val_rows(vals, preset, out, False), "test": _source_row(root, preset, out / "test", False)}
+        v = rows[name]
+        print(f"velocity with {name}: val {100 * v['val']['mean']['velocity']['smoothed_drop4']:.1f} (sets: "
+              + ", ".join(f"{100 * r['velocity']['smoothed_drop4']:.1f}" for r in v["val"]["sets"].values())
+              + f"), test recall {v['test']['recall']:.4f}, raw {100 * v['test']['velocity']['raw']:.1f}, "
+              f"smoothed {100 * v['test']['velocity']['smoothed_drop4']:.1f}", flush=True)
     return rows
 
 
@@ -452,7 +457,7 @@ def picture(index, preset, clip_name: str, t: int, path: Path) -> dict:
     sep = np.full((panels[0].shape[0], 8, 3), 255, np.uint8)
     out = np.hstack([panels[0], sep, panels[1], sep, panels[2]])
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), out):
+    if not cv2.imwrite(str(path), out, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
         raise SystemExit(f"--picture: could not write {path}")
     return {"picture": str(path), "clip": clip_name, "frame": t, "boxes": len(boxes), "anomalous_boxes": int(labels.sum())}
 
@@ -467,6 +472,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fit-perspective", action="store_true")
     ap.add_argument("--flow-table", action="store_true")
     ap.add_argument("--no-tvl1", action="store_true", help="skip TV-L1 in --flow-table (about 1 s per pair)")
+    ap.add_argument("--flows", default=None, help="with --flow-table: comma-separated names of FLOWS (default: all)")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     ap.add_argument("--sources", action="store_true", help="compare the box sources of SOURCES (needs --val)")
     ap.add_argument("--val", action="append", default=None,
@@ -506,6 +512,11 @@ def main(argv=None) -> int:
         print(result["picture"])
     elif args.flow_table:
         names = [n for n in FLOWS if not (args.no_tvl1 and n in SLOW_FLOWS)]
+        if args.flows:
+            names = [n.strip() for n in args.flows.split(",")]
+            unknown = [n for n in names if n not in FLOWS]
+            if unknown:
+                ap.error(f"--flows: unknown {unknown}; FLOWS has {list(FLOWS)}")
         rows = flow_table(index, names=names)
         result["flow_table"] = rows
         vel = flow_velocity(Path(args.root), [Path(v) for v in args.val], args.preset, Path(args.out), names) if args.val else {}
