@@ -286,17 +286,23 @@ def flow_table(index, n_pairs=60, names=None) -> list[dict]:
     return rows
 
 
-def flow_velocity(root: Path, vals: list[Path], preset_name: str, out: Path, names) -> dict:
-    """Per flow: the preset's boxes prepared with it on the validation sets and on ROOT; velocity AUROC."""
+def _preset_with(preset_name: str, section: str, fields: dict):
+    """The named preset with ``fields`` of its prepare section ("boxes" or "flow") replaced."""
     from amsrc.config import get_preset
 
+    preset = get_preset(preset_name)
+    for k, v in fields.items():
+        setattr(getattr(preset.prepare, section), k, v)
+    return preset
+
+
+def flow_velocity(root: Path, vals: list[Path], preset_name: str, out: Path, names) -> dict:
+    """Per flow: the preset's boxes prepared with it on the validation sets and on ROOT; velocity AUROC."""
     rows = {}
     for name in names:
         if name in SLOW_FLOWS:
             continue
-        preset = get_preset(preset_name)
-        for k, v in FLOWS[name].items():
-            setattr(preset.prepare.flow, k, v)
+        preset = _preset_with(preset_name, "flow", FLOWS[name])
         rows[name] = {"val": _val_rows(vals, preset, out, False), "test": _source_row(root, preset, out / "test", False)}
         v = rows[name]
         print(f"velocity with {name}: val {100 * v['val']['mean']['velocity']['smoothed_drop4']:.1f} (sets: "
@@ -385,13 +391,9 @@ def _val_rows(vals: list[Path], preset, out: Path, coverage: bool) -> dict:
 
 
 def compare_sources(root: Path, vals: list[Path], preset_name: str, out: Path) -> dict:
-    from amsrc.config import get_preset
-
     rows = {}
     for name, fields in SOURCES.items():
-        preset = get_preset(preset_name)
-        for k, v in fields.items():
-            setattr(preset.prepare.boxes, k, v)
+        preset = _preset_with(preset_name, "boxes", fields)
         rows[name] = {"fields": fields, "val": _val_rows(vals, preset, out, True),
                       "test": _source_row(root, preset, out / "test", False)}
         r = rows[name]
@@ -422,7 +424,8 @@ def picture(index, preset, clip_name: str, t: int, path: Path) -> dict:
     bg = _background(index, cfg)
     flow, det = make_flow(preset.prepare.flow), make_box_detector(cfg, bg)
     prev = None
-    for i, grey in enumerate(_iter_grey(clip)):
+    for i, rgb in enumerate(open_clip(clip).iter_frames()):
+        grey = _grey(rgb)
         if prev is not None:
             f = flow(prev, grey)
             mask = det.foreground(prev, grey, f)
@@ -434,7 +437,6 @@ def picture(index, preset, clip_name: str, t: int, path: Path) -> dict:
         raise SystemExit(f"--picture: clip {clip_name} has no frame {t}")
     if prev is None:
         raise SystemExit("--picture: frame 0 has no previous frame, so no boxes; pick t >= 1")
-    rgb = next(f for j, f in enumerate(open_clip(clip).iter_frames()) if j == t)
     gt = clip.masks.read(t) if clip.masks is not None else np.zeros(grey.shape, np.uint8)
     labels = box_labels(gt, boxes)
     scale = 2  # Ped2 frames are 240x360: drawn 2x so the lines and labels read

@@ -596,6 +596,11 @@ def test_prepare_and_run_take_box_and_flow_settings(tmp_path, capsys):
     assert p.prepare.boxes.detector_onnx == "/models/yolo v10.onnx"
     assert main(["prepare", str(root), "--out", str(tmp_path / "s2"), "--set", "boxes.persist=two", "-q"]) == 2
     assert "--set boxes.persist=two: expected int" in capsys.readouterr().err
+    # a detector file that is not there: exit 2 naming it, before anything is written
+    assert main(["prepare", str(root), "--out", str(tmp_path / "s3"), "-q", "--set", "boxes.method=det+diff",
+                 "--set", f"boxes.detector_onnx={tmp_path / 'none.onnx'}"]) == 2
+    assert f"{tmp_path / 'none.onnx'}: the ONNX detector file" in capsys.readouterr().err
+    assert not (tmp_path / "s3").exists()
     out = tmp_path / "run"
     assert main(["run", str(root), "--preset", "synthetic", "--out", str(out), "--epochs", "1", "-q",
                  "--set", "boxes.persist=1", "--set", "model.widths=tiny"]) == 0

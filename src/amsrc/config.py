@@ -299,12 +299,15 @@ def preset_names() -> list[str]:
     return sorted(_PRESETS)
 
 
-def _parse_value(text: str, current: Any, key: str) -> Any:
+def _parse_value(text: str, current: Any, key: str, annotation: str = "") -> Any:
     """``text`` as the type of the setting's current value (bool, int, float, str, tuple of ints, or
-    None-able float); widths also take a WIDTH_PRESETS name."""
+    None-able float; a None-able str, such as a file path, when ``annotation`` says "str | None");
+    widths also take a WIDTH_PRESETS name."""
     t = text.strip()
     if key == "model.widths" and t in ModelConfig.WIDTH_PRESETS:
         return ModelConfig.WIDTH_PRESETS[t]
+    if current is None and str(annotation).startswith("str"):
+        return None if t.lower() == "none" else t
     try:
         if isinstance(current, bool):
             if t.lower() not in ("true", "false", "1", "0"):
@@ -355,11 +358,7 @@ def apply_overrides(preset: Preset, items: list[str] | tuple[str, ...] | None,
         fields = {f.name: f for f in dataclasses.fields(cfg) if not f.name.startswith("_") and f.name not in ("flow", "boxes")}
         if name not in fields:
             raise ConfigError(f"--set {key}: {section} has no setting {name!r}; it has {', '.join(fields)}")
-        current = getattr(cfg, name)
-        if current is None and str(fields[name].type).startswith("str"):  # a path that may be None
-            setattr(cfg, name, None if value.strip().lower() == "none" else value.strip())
-        else:
-            setattr(cfg, name, _parse_value(value, current, key))
+        setattr(cfg, name, _parse_value(value, getattr(cfg, name), key, fields[name].type))
     return preset
 
 

@@ -303,13 +303,11 @@ class BoxDetector:
         b = b[np.lexsort((b[:, 0], b[:, 1]))]
         return np.ascontiguousarray(b, dtype=np.int32).reshape(-1, 4)
 
-
     def _associate(self, b: np.ndarray) -> np.ndarray:
-        """Keep the boxes of frame t that overlap a box of each of the previous ``persist`` frames."""
+        """Keep the boxes of frame t that overlap a box of each of the previous ``persist`` frames
+        (all of them in a clip's first frames, which have nothing to associate with yet)."""
         keep = np.ones(len(b), bool)
-        if len(self._past_boxes) < self.cfg.persist:
-            keep[:] = True  # the first frames of a clip: nothing to associate with yet, keep all
-        else:
+        if len(self._past_boxes) == self.cfg.persist:
             for old in self._past_boxes:
                 keep &= box_iou(b, old).max(axis=1, initial=0.0) >= self.cfg.persist_iou
         self._past_boxes.append(b)

@@ -33,7 +33,7 @@ from amsrc.errors import AmsrcError, ConfigError, DataError, WorkerError
 from amsrc.prepare import store as st
 from amsrc.prepare.background import background_hash, needs_background, training_background, write_background
 from amsrc.prepare.cubes import T_APPEARANCE, CubeExtractor
-from amsrc.prepare.detect import file_digest
+from amsrc.prepare.detect import OnnxDetector, file_digest
 from amsrc.prepare.recall import box_labels, box_recall_frame
 from amsrc.utils import log, show_bars
 
@@ -367,6 +367,10 @@ def prepare_dataset(
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     shard_t = parse_shard(shard)
     out = Path(out)
+    detector = None
+    if "det" in cfg.boxes.method.split("+"):
+        OnnxDetector(cfg.boxes)  # a missing or unloadable detector file fails here, before anything is written
+        detector = file_digest(cfg.boxes.detector_onnx)
     out.mkdir(parents=True, exist_ok=True)
     settings = dataclasses.asdict(cfg)
     if needs_background(cfg.boxes):
@@ -374,8 +378,8 @@ def prepare_dataset(
             background = training_background(index, cfg.boxes)
         write_background(out, background)
         settings["background"] = background_hash(background)  # a new background rebuilds every clip
-    if "det" in cfg.boxes.method.split("+") and cfg.boxes.detector_onnx and Path(cfg.boxes.detector_onnx).is_file():
-        settings["detector"] = file_digest(cfg.boxes.detector_onnx)  # another model file rebuilds every clip
+    if detector is not None:
+        settings["detector"] = detector  # another model file rebuilds every clip
     sh = st.settings_hash(settings)
 
     all_clips: list[tuple[str, Clip, str, str]] = []  # split, clip, source hash, key
