@@ -155,8 +155,20 @@ def _tiny_checkpoint(path, variant: str, seed: int = 0):
             m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 0.5 + 0.5)
             m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-    stats = TrainStats(s_f_mean=0.1, s_f_std=0.05, s_p_mean=3.0, s_p_std=1.0)
-    return Checkpoint.of(model, preset, stats).save(path)
+    stats = TrainStats(s_f_mean=0.1, s_f_std=0.05, s_p_mean=3.0, s_p_std=1.0, s_m_mean=1.0, s_m_std=0.5)
+    # S_m's memory: the pooled motion bottlenecks of a few random cubes (none for the baseline)
+    bank = None
+    if variant != "baseline":
+        from amsrc.export import random_cubes
+        from amsrc.model.inputs import to_tensors
+
+        app, flow = random_cubes(12, preset.prepare.cube_size, preset.prepare.channels, seed=seed + 5)
+        a, _, f = to_tensors(app, flow, preset.model.flow_scale)
+        with torch.inference_mode():
+            bank = model.eval().encode(a, f).m.numpy()
+    else:
+        stats = TrainStats(s_f_mean=0.1, s_f_std=0.05, s_p_mean=3.0, s_p_std=1.0)
+    return Checkpoint.of(model, preset, stats, motion_bank=bank).save(path)
 
 
 @pytest.fixture(autouse=True)
@@ -180,7 +192,7 @@ def test_onnx_export_matches_pytorch(tmp_path, variant):
     proto = onnx.load(str(out))
     assert [i.name for i in proto.graph.input] == ["app_in", "flow_in"]  # the baseline keeps flow_in
     outputs = [o.name for o in proto.graph.output]
-    assert outputs == (["pred", "x", "y"] if variant == "amsrc" else ["pred", "x"])
+    assert outputs == (["pred", "x", "y", "m", "s_m"] if variant == "amsrc" else ["pred", "x"])
     for vi in list(proto.graph.input) + list(proto.graph.output):
         assert vi.type.tensor_type.shape.dim[0].dim_param == "batch"  # dynamic batch axis
     meta = {p.key: p.value for p in proto.metadata_props}
@@ -190,6 +202,8 @@ def test_onnx_export_matches_pytorch(tmp_path, variant):
     assert res.batch_sizes == (1, 7)
     assert res.max_abs["s_p"] < 1e-4 and res.max_abs["s_f"] < 1e-4 and res.max_abs["pred"] < 1e-5
     assert ("y" in res.max_abs) == (variant == "amsrc")
+    # S_m (the memory's k-nearest distances) agrees too, where the model has one
+    assert (res.max_abs["s_m"] < 1e-4) if variant == "amsrc" else ("s_m" not in res.max_abs)
     if variant == "baseline":
         assert res.max_abs["s_f"] == 0.0
 

@@ -96,7 +96,7 @@ def test_estimator_stream_loop_and_cue_rows_agree(setup):
 
 def test_predictions_come_from_the_scoring_pass(setup):
     det, clip = setup["det"], setup["clip"]
-    comb, s_f, s_p = det.score_cubes(clip.appearance, clip.flow)
+    comb, s_f, s_p, _ = det.score_cubes(clip.appearance, clip.flow)
     pred = det.predict_cubes(clip.appearance, clip.flow)
     np.testing.assert_array_equal(pred.s_f, s_f)
     np.testing.assert_array_equal(pred.s_p, s_p)

@@ -19,6 +19,7 @@ from amsrc.scoring import (
     combine,
     empty_frame_score,
     frame_scores,
+    motion_rarity,
     smooth,
     zscore,
 )
@@ -213,3 +214,55 @@ def test_bad_smoothing_config():
         smooth(x, cfg(smoothing="mean"))
     with pytest.raises(ValueError, match="non-finite"):
         smooth([0.0, np.nan], cfg(smoothing="none"))
+
+
+# ---------------------------------------------------------------- S_m, the motion rarity
+def test_motion_rarity_equals_sklearn_nearest_neighbours():
+    from sklearn.neighbors import NearestNeighbors
+
+    rng = np.random.default_rng(0)
+    bank = rng.normal(size=(300, 16)).astype(np.float32)
+    m = rng.normal(size=(70, 16)).astype(np.float32) * 1.5
+    for k in (1, 5):
+        ref = NearestNeighbors(n_neighbors=k).fit(bank).kneighbors(m)[0].mean(1)
+        got = motion_rarity(m, bank, k, chunk=16).numpy()  # several chunks
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    # groups: a row never uses the bank rows of its own group
+    groups, bank_groups = rng.integers(0, 3, 70), rng.integers(0, 3, 300)
+    got = motion_rarity(m, bank, 5, groups, bank_groups).numpy()
+    for g in range(3):
+        rows = groups == g
+        ref = NearestNeighbors(n_neighbors=5).fit(bank[bank_groups != g]).kneighbors(m[rows])[0].mean(1)
+        np.testing.assert_allclose(got[rows], ref, rtol=1e-4, atol=1e-5)
+    # a training object's own copy in the memory is found at distance 0 unless its group is left out
+    assert motion_rarity(bank[:3], bank, 1).numpy() == pytest.approx([0, 0, 0], abs=5e-3)  # float32 matrix-product form
+    with pytest.raises(ConfigError, match="bank_k"):
+        motion_rarity(m, bank[:4], 5)
+    with pytest.raises(ValueError, match="share D"):
+        motion_rarity(m[:, :8], bank, 5)
+    with pytest.raises(ValueError, match="fewer than k"):
+        motion_rarity(m, bank, 5, np.zeros(70, int), np.r_[np.zeros(297, int), np.ones(3, int)])
+
+
+def test_combine_with_motion_rarity():
+    st = dataclasses.replace(STATS, s_m_mean=2.0, s_m_std=0.5)
+    s_f, s_p, s_m = [0.2, 0.1], [20.0, 28.0], [3.0, 2.0]
+    np.testing.assert_allclose(combine(s_f, s_p, st, 0.0, 0.5, s_m, 0.5), [0.5 * 0 + 0.5 * 2, 0.5 * 2 + 0], atol=1e-9)
+    np.testing.assert_allclose(combine(s_f, s_p, st, 1.0, 0.0, s_m, 1.0), [2 + 2, 0 + 0], atol=1e-9)
+    assert empty_frame_score(st, 0.0, 0.5, 0.5) == pytest.approx(0.5 * -5 + 0.5 * -4)
+    # w_m = 0 never needs S_m; w_m != 0 without it is a clear error
+    np.testing.assert_allclose(combine(s_f, s_p, STATS, 1.0, 0.0), combine(s_f, s_p, STATS, 1.0, 0.0, None, 0.0))
+    with pytest.raises(ConfigError, match="w_m"):
+        combine(s_f, s_p, STATS, 0.0, 0.5, s_m, 0.5)
+    with pytest.raises(ValueError, match="s_m"):
+        combine(s_f, s_p, st, 0.0, 0.5, [np.nan, 1.0], 0.5)
+
+
+def test_train_stats_with_and_without_s_m():
+    st = dataclasses.replace(STATS, s_m_mean=2.0, s_m_std=0.5)
+    assert TrainStats.from_dict(st.to_dict()) == st
+    assert set(STATS.to_dict()) == set(TrainStats.KEYS)  # old checkpoints' stats round-trip unchanged
+    with pytest.raises(DataError, match="both s_m_mean and s_m_std"):
+        TrainStats.from_dict({**STATS.to_dict(), "s_m_mean": 1.0}, source="m.pt")
+    with pytest.raises(DataError, match="s_m_std"):
+        TrainStats.from_dict({**STATS.to_dict(), "s_m_mean": 1.0, "s_m_std": -1.0}, source="m.pt")

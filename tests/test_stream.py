@@ -214,9 +214,11 @@ def test_encode_equals_forward_bottlenecks(variant, standardise):
     a, f = torch.rand(5, 4, 32, 32), torch.randn(5, 8, 32, 32)
     with torch.inference_mode():
         out = m(a, f)
-        x, y = m.encode(a, f)
+        e = m.encode(a, f)
+        x, y = e.x, e.y
     assert torch.equal(x, out.x) and x.shape == (5, 64 * 16)
     assert (y is None) if variant == "baseline" else torch.equal(y, out.y)
+    assert (e.m is None) if variant == "baseline" else (torch.equal(e.m, out.m) and e.m.shape == (5, 64))
 
 
 def test_scores_without_decoder_equal_with_w_p_zero():
@@ -239,8 +241,8 @@ def test_scores_without_decoder_equal_with_w_p_zero():
     # direct: score_cubes with and without the decoder
     obj = StreamScorer(det).extractor
     got = [obj.push(f) for f in frames][-1]
-    c1, f1, p1 = det.score_cubes(got.appearance, got.flow)
-    c2, f2, p2 = det.score_cubes(got.appearance, got.flow, need_pred=False)
+    c1, f1, p1, m1 = det.score_cubes(got.appearance, got.flow)
+    c2, f2, p2, m2 = det.score_cubes(got.appearance, got.flow, need_pred=False)
     np.testing.assert_array_equal(c1, c2)
     np.testing.assert_array_equal(f1, f2)
     assert np.isnan(p2).all() and (p1 > 0).all()

@@ -238,3 +238,78 @@ def test_torchrun_two_processes(tmp_path):
     sc = object_scores(model, app, flow, preset.model.flow_scale)
     assert stats["s_p_mean"] == pytest.approx(float(sc.s_p.astype(np.float64).mean()), rel=1e-5)
     assert stats["s_f_mean"] == pytest.approx(float(sc.s_f.astype(np.float64).mean()), rel=1e-5)
+
+
+def test_motion_memory_in_the_checkpoint(clips, tmp_path):
+    """S_m's memory: the pooled motion bottlenecks of (up to bank_size) training cubes, and S_m's statistics
+    over ALL training cubes, each measured against the memory entries of the other clip."""
+    from amsrc.scoring import motion_rarity
+    from amsrc.training.loop import CubeSet, memory_groups
+
+    preset = tiny_preset(epochs=1, bank_size=150, bank_k=3)
+    path = train_model(clips, preset, tmp_path, progress=False)
+    ck = Checkpoint.load(path)
+    model = ck.build_model(source=path)
+    assert ck.motion_bank.shape == (150, preset.model.widths[3]) and ck.motion_bank.dtype == np.float32
+    m = np.concatenate([object_scores(model, a, f, preset.model.flow_scale, need_pred=False, keep_m=True).s_m
+                        for a, f in clips])
+    assert m.shape == (200, preset.model.widths[3])
+    # every memory entry is one training cube's pooled motion bottleneck
+    d = np.abs(ck.motion_bank[:, None, :] - m[None]).max(2).min(1)
+    assert d.max() < 1e-5
+    groups = memory_groups(CubeSet(clips, 1, 32))
+    assert np.bincount(groups).tolist() == [90, 110]
+    bank_groups = groups[np.abs(ck.motion_bank[:, None, :] - m[None]).max(2).argmin(1)]
+    s_m = motion_rarity(m, ck.motion_bank, 3, groups, bank_groups).double().numpy()
+    assert ck.train_stats.s_m_mean == pytest.approx(s_m.mean(), rel=1e-4)
+    assert ck.train_stats.s_m_std == pytest.approx(s_m.std(), rel=1e-3)
+    # one clip: its 4 consecutive parts are the groups
+    one = memory_groups(CubeSet(clips[:1], 1, 32))
+    assert np.bincount(one).tolist() == [23, 22, 23, 22] and np.all(np.diff(one) >= 0)
+    # no memory for the baseline (no motion stream) or with bank_size 0
+    p0 = tiny_preset(epochs=1, bank_size=0)
+    ck0 = Checkpoint.load(train_model(clips, p0, tmp_path / "b0", progress=False))
+    assert ck0.motion_bank is None and ck0.train_stats.s_m_mean is None
+
+
+def test_motion_rarity_flags_motion_faster_than_training(tmp_path):
+    """Behaviour: trained on squares moving <= 2 px/frame, S_m ranks the same squares with 3x their flow
+    above every normal one of a held-out set."""
+    from amsrc.eval.metrics import roc_auc
+
+    app, flow = moving_squares(240, seed=0)
+    preset = tiny_preset(epochs=2, bank_k=5)
+    ck = Checkpoint.load(train_model([(app[:120], flow[:120]), (app[120:], flow[120:])], preset, tmp_path,
+                                     progress=False))
+    model = ck.build_model()
+    t_app, t_flow = moving_squares(60, seed=9)
+    moving = np.abs(t_flow[:, -1]).reshape(60, -1).max(1) > 0  # squares at rest have no motion to speed up
+    fast = (t_flow.astype(np.float32) * 3).astype(np.float16)
+    sm = [object_scores(model, t_app[moving], f[moving], preset.model.flow_scale, bank=ck.motion_bank,
+                        bank_k=5).s_m for f in (t_flow, fast)]
+    y = np.r_[np.zeros(moving.sum()), np.ones(moving.sum())]
+    assert roc_auc(np.concatenate(sm), y) >= 0.95
+
+
+def test_score_needing_s_m_without_memory(clips, tmp_path):
+    """score.w_m != 0 needs a memory: refused before training for the baseline or bank_size 0; a checkpoint
+    that claims the weight without holding a memory is refused when loaded, naming the file."""
+    for kw in ({"bank_size": 0}, {}):
+        p = tiny_preset(epochs=1, **kw)
+        p.score.w_m = 0.5
+        if not kw:
+            p.model.variant = "baseline"
+        with pytest.raises(ConfigError, match="w_m"):
+            train_model(clips, p, tmp_path / "x", progress=False)
+        assert not (tmp_path / "x").exists()
+    p = tiny_preset(epochs=1, bank_size=0)
+    path = train_model(clips, p, tmp_path, progress=False)
+    ck = torch.load(path, weights_only=True)
+    ck["config"]["score"]["w_m"] = 0.5
+    torch.save(ck, tmp_path / "bad.pt")
+    with pytest.raises(DataError, match=r"bad\.pt.*no S_m memory"):
+        Checkpoint.load(tmp_path / "bad.pt")
+    p = tiny_preset(epochs=1)
+    p.score.w_m = 0.5
+    with pytest.raises(DataError, match="too few for S_m"):
+        train_model([(app[:4], flow[:4]) for app, flow in [moving_squares(4)]], p, tmp_path / "y", progress=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -20,6 +21,13 @@ from amsrc.scoring import ClipScores, ObjectScores, clip_scores, combine, empty_
 from amsrc.training.checkpoint import Checkpoint
 from amsrc.training.loop import train_model
 from amsrc.utils import check_device
+
+
+class CubeScores(NamedTuple):
+    combined: np.ndarray  # (N,) float64 object anomaly scores w_f z(S_f) + w_p z(S_p) + w_m z(S_m)
+    s_f: np.ndarray  # (N,) float32 raw S_f
+    s_p: np.ndarray  # (N,) float32 raw S_p; NaN when not computed
+    s_m: np.ndarray  # (N,) float32 raw S_m; NaN without a memory
 
 
 class AMSRC:
@@ -77,7 +85,7 @@ class AMSRC:
         apply_overrides(p, self.overrides)
         if p.model.variant == "baseline":
             # The appearance-only baseline has no motion stream: it is scored by prediction error only.
-            p.score.w_f, p.score.w_p = 0.0, 1.0
+            p.score.w_f, p.score.w_p, p.score.w_m = 0.0, 1.0, 0.0
         return p
 
     # ------------------------------------------------------------ fit
@@ -114,18 +122,19 @@ class AMSRC:
         self.background_ = ck.background
         self.checkpoint_ = Path(path)
         self.store_key_ = ck.store_key
+        self.motion_bank_ = ck.motion_bank
 
     # ------------------------------------------------------------ score
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
             raise ConfigError("this AMSRC is not fitted: call fit(...) or AMSRC.load(path) first")
 
-    def score_cubes(self, appearance, flow, need_pred: bool = True,
-                    inputs=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Combined, S_f and S_p scores of cubes: appearance (N,5,S,S,C) uint8, flow (N,4,S,S,2) float16.
+    def score_cubes(self, appearance, flow, need_pred: bool = True, inputs=None) -> CubeScores:
+        """Combined, S_f, S_p and S_m scores of cubes: appearance (N,5,S,S,C) uint8, flow (N,4,S,S,2) float16.
 
         ``need_pred=False`` skips the decoder (allowed only when the preset's w_p is 0, so the combined
-        score does not use S_p): the combined score and S_f are the same, S_p is NaN (not computed).
+        score does not use S_p): the combined score, S_f and S_m are the same, S_p is NaN (not computed).
+        S_m is NaN for a model without a memory of its training objects.
         ``inputs``: the cubes' network inputs made ahead by :meth:`network_inputs` (same scores).
         """
         self._check_fitted()
@@ -135,11 +144,12 @@ class AMSRC:
         if not need_pred and p.score.w_p != 0:
             raise ConfigError(f"need_pred=False needs score weight w_p = 0 (the preset has w_p = {p.score.w_p})")
         os_ = object_scores(self.model_, appearance, flow, p.model.flow_scale, device=self.device,
-                            need_pred=need_pred, inputs=inputs, engine=self._engine())
+                            need_pred=need_pred, inputs=inputs, engine=self._engine(),
+                            bank=getattr(self, "motion_bank_", None), bank_k=p.train.bank_k)
         # with w_p = 0 combine() leaves S_p out; zeros stand in for the NaN of an uncomputed S_p
         s_p = os_.s_p if need_pred else np.zeros_like(os_.s_p)
-        comb = combine(os_.s_f, s_p, self.train_stats_, p.score.w_f, p.score.w_p)
-        return np.asarray(comb, dtype=np.float64), os_.s_f, os_.s_p
+        comb = combine(os_.s_f, s_p, self.train_stats_, p.score.w_f, p.score.w_p, os_.s_m, p.score.w_m)
+        return CubeScores(np.asarray(comb, dtype=np.float64), os_.s_f, os_.s_p, os_.s_m)
 
     # scikit-learn-style names on cubes. The convention is that of anomaly-detection libraries (PyOD,
     # anomalib): higher = more anomalous. (scikit-learn's own outlier detectors use the opposite sign.)
@@ -181,7 +191,8 @@ class AMSRC:
         forward pass as :meth:`score_cubes`."""
         self._check_fitted()
         return object_scores(self.model_, appearance, flow, self.preset_.model.flow_scale, device=self.device,
-                             keep_pred=True, engine=self._engine())
+                             keep_pred=True, engine=self._engine(), bank=getattr(self, "motion_bank_", None),
+                             bank_k=self.preset_.train.bank_k)
 
     @property
     def engine_name_(self) -> str:
@@ -219,13 +230,14 @@ class AMSRC:
     def empty_score_(self) -> float:
         """Score of a frame with no object (:func:`amsrc.scoring.empty_frame_score`)."""
         self._check_fitted()
-        return empty_frame_score(self.train_stats_, self.preset_.score.w_f, self.preset_.score.w_p)
+        sc = self.preset_.score
+        return empty_frame_score(self.train_stats_, sc.w_f, sc.w_p, sc.w_m)
 
     def score_clip(self, clip) -> ClipScores:
         """Scores of one :class:`~amsrc.prepare.store.ClipCubes`."""
         self._check_fitted()
-        comb, s_f, s_p = self.score_cubes(clip.appearance, clip.flow)
-        return clip_scores(clip, comb, s_f, s_p, self.empty_score_, self.preset_.score)
+        sc = self.score_cubes(clip.appearance, clip.flow)
+        return clip_scores(clip, sc.combined, sc.s_f, sc.s_p, self.empty_score_, self.preset_.score, sc.s_m)
 
     def score_store(self, store, split: str = "testing") -> list[ClipScores]:
         """Scores of every clip of a split of a cube store, in dataset order."""
@@ -246,7 +258,8 @@ class AMSRC:
         return Checkpoint.of(self.model_, self.preset_, self.train_stats_, epoch=getattr(self, "epoch_", None),
                              threshold=getattr(self, "threshold_", None), footage=getattr(self, "footage_", None),
                              extras=dict(getattr(self, "extras_", {})), background=getattr(self, "background_", None),
-                             store_key=getattr(self, "store_key_", None))
+                             store_key=getattr(self, "store_key_", None),
+                             motion_bank=getattr(self, "motion_bank_", None))
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted model as one :class:`~amsrc.training.checkpoint.Checkpoint` file."""

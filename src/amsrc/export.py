@@ -7,9 +7,14 @@ The ONNX graph has the network's interface (see :mod:`amsrc.model.network`):
     outputs  pred    (B, C, S, S)   float32              predicted frame t
              x       (B, D)         float32              appearance bottleneck, flattened
              y       (B, D)         float32              motion bottleneck (absent for the baseline)
+             m       (B, w3)        float32              motion bottleneck pooled over positions (absent
+                                                         for the baseline): S_m's input
+             s_m     (B,)           float32              S_m, the motion rarity (only in a file written
+                                                         by :func:`export_onnx` from a model with a memory:
+                                                         the memory is a constant of the graph)
 
 B is a dynamic axis. The appearance-only baseline keeps ``flow_in`` as an (unused) input so a
-caller feeds every variant the same way; its graph has no ``y`` output (S_f is 0, as in
+caller feeds every variant the same way; its graph has no ``y`` or ``m`` output (S_f is 0, as in
 :func:`amsrc.scoring.object_scores`). The model's settings a caller needs to build inputs and
 scores (flow_scale, cube_size, channels, train_stats, score weights, variant) are stored as
 metadata properties ``amsrc.*`` of the ONNX file.
@@ -77,22 +82,32 @@ class ExportCheck:
                 "max_rel_s_p": self.max_rel_s_p, "ok": self.ok}
 
 
-def _plain_outputs(model):
-    """``model`` wrapped so forward returns a tuple (pred, x, y), or (pred, x) for the baseline (y None)."""
+def _plain_outputs(model, bank: np.ndarray | None = None, k: int = 5):
+    """``model`` wrapped so forward returns a tuple (pred, x, y, m), or (pred, x) for the baseline (y None);
+    with ``bank`` (S_m's memory, (K, w3)), S_m too: (pred, x, y, m, s_m), in the matrix-product form of
+    :func:`amsrc.scoring.motion_rarity`."""
 
     class PlainOutputs(torch.nn.Module):
         def __init__(self, net):
             super().__init__()
             self.net = net
+            self.k = int(k)
+            self.register_buffer("bank", None if bank is None else torch.as_tensor(np.asarray(bank, np.float32)))
 
         def forward(self, app_in, flow_in):
             out = self.net(app_in, flow_in)
-            return (out.pred, out.x) if out.y is None else (out.pred, out.x, out.y)
+            if out.y is None:
+                return out.pred, out.x
+            if self.bank is None:
+                return out.pred, out.x, out.y, out.m
+            d2 = (out.m * out.m).sum(1, keepdim=True) + (self.bank * self.bank).sum(1)[None] - 2 * out.m @ self.bank.T
+            s_m = d2.clamp_min(0).sqrt().topk(self.k, dim=1, largest=False).values.mean(1)
+            return out.pred, out.x, out.y, out.m, s_m
 
     return PlainOutputs(model)
 
 
-def onnx_model(model, preset, stats: dict, opset: int = OPSET):
+def onnx_model(model, preset, stats: dict, opset: int = OPSET, bank: np.ndarray | None = None):
     """The network ``model`` (eval mode, CPU) as an ``onnx.ModelProto`` with the interface above and
     the ``amsrc.*`` metadata. TorchScript-based exporter (``dynamo=False``: works offline without
     onnxscript), dynamic batch, batch norm with its running statistics."""
@@ -103,12 +118,13 @@ def onnx_model(model, preset, stats: dict, opset: int = OPSET):
     model = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format).eval()  # the caller's stays as it is
     c, s = preset.prepare.channels, preset.prepare.cube_size
     has_y = getattr(model, "motion", None) is not None
-    output_names = ["pred", "x", "y"] if has_y else ["pred", "x"]
+    with_s_m = has_y and bank is not None
+    output_names = (["pred", "x", "y", "m"] + (["s_m"] if with_s_m else [])) if has_y else ["pred", "x"]
     dynamic = {name: {0: "batch"} for name in (*INPUT_NAMES, *output_names)}
     gen = torch.Generator().manual_seed(0)
     example = (torch.rand(2, (T_APPEARANCE - 1) * c, s, s, generator=gen),
                torch.randn(2, FLOW_CHANNELS, s, s, generator=gen))
-    wrapped = _plain_outputs(model).eval()
+    wrapped = _plain_outputs(model, bank if with_s_m else None, preset.train.bank_k).eval()
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy-exporter deprecation notice and unused-input notes
@@ -128,8 +144,11 @@ def onnx_model(model, preset, stats: dict, opset: int = OPSET):
         "amsrc.cube_size": str(s),
         "amsrc.channels": str(c),
         "amsrc.train_stats": json.dumps(stats),
-        "amsrc.score_weights": json.dumps({"w_f": preset.score.w_f, "w_p": preset.score.w_p}),
-        "amsrc.scores": "s_f = 1 - cos(x, y) (0 without y); s_p = sum((pred - frame t)^2) over C x S x S",
+        "amsrc.score_weights": json.dumps({"w_f": preset.score.w_f, "w_p": preset.score.w_p, "w_m": preset.score.w_m}),
+        "amsrc.scores": "s_f = 1 - cos(x, y) (0 without y); s_p = sum((pred - frame t)^2) over C x S x S; "
+                        "s_m = mean distance of m to its amsrc.bank_k nearest training objects' (output s_m); "
+                        "object score = sum of w * (s - mean) / std over the cues (amsrc.train_stats, amsrc.score_weights)",
+        "amsrc.bank_k": str(preset.train.bank_k),
     }
     del proto.metadata_props[:]
     for k, v in meta.items():
@@ -144,7 +163,8 @@ def export_onnx(model_path: str | Path, out_path: str | Path, opset: int = OPSET
     (:func:`onnx_model`), atomically. Returns ``out_path``."""
     ck = Checkpoint.load(model_path)  # a bad model is named before a missing package
     _require("onnx")
-    proto = onnx_model(ck.build_model("cpu", source=model_path), ck.preset, ck.train_stats.to_dict(), opset)
+    proto = onnx_model(ck.build_model("cpu", source=model_path), ck.preset, ck.train_stats.to_dict(), opset,
+                       bank=ck.motion_bank)
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         tmp.write_bytes(proto.SerializeToString())
@@ -156,7 +176,7 @@ class OnnxRuntimeNet:
     :class:`~amsrc.detector.AMSRC` (:meth:`from_model`, built in memory, nothing written) and the
     export check (an ONNX file). ``graph``: a path or the serialised model; ``threads``: ORT's intra-op
     threads (default: torch's current count). ``run`` takes the torch inputs of
-    :func:`amsrc.model.inputs.network_inputs` and returns (x, y or None, pred) as torch tensors, for
+    :func:`amsrc.model.inputs.network_inputs` and returns (x, y or None, pred, m or None) as torch tensors, for
     :func:`amsrc.scoring.cue_scores` to score with the same formulas."""
 
     def __init__(self, graph: str | bytes, threads: int | None = None):
@@ -179,8 +199,9 @@ class OnnxRuntimeNet:
         feed = {"app_in": np.ascontiguousarray(app_in.cpu().numpy()),
                 "flow_in": np.ascontiguousarray(flow_in.cpu().numpy())}
         got = dict(zip(self.outputs, self.session.run(self.outputs, feed)))
-        y = got.get("y")
-        return torch.from_numpy(got["x"]), None if y is None else torch.from_numpy(y), torch.from_numpy(got["pred"])
+        y, m = got.get("y"), got.get("m")
+        return (torch.from_numpy(got["x"]), None if y is None else torch.from_numpy(y), torch.from_numpy(got["pred"]),
+                None if m is None else torch.from_numpy(m))
 
 
 def random_cubes(n: int, cube_size: int, channels: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -211,7 +232,7 @@ def check_onnx(onnx_path: str | Path, model_path: str | Path, appearance=None, f
     ONNX scores come from the same formulas (:func:`amsrc.scoring.cue_scores`) on the ONNX outputs.
     ``ok`` when every score differs by at
     most ``atol + rtol * |torch score|`` (the rtol covers float32 rounding of large S_p sums).
-    ``max_abs`` also reports pred, x, y.
+    ``max_abs`` also reports pred, x, y, m (and S_m, where the checkpoint holds a memory).
     """
     _require("onnxruntime")
     onnx_path = Path(onnx_path)
@@ -240,24 +261,32 @@ def check_onnx(onnx_path: str | Path, model_path: str | Path, appearance=None, f
     ok = True
     for b in batch_sizes:
         app_b, flow_b = np.asarray(appearance[:b]), np.asarray(flow[:b])
-        ref = object_scores(model, app_b, flow_b, fs, batch_size=b)
+        ref = object_scores(model, app_b, flow_b, fs, batch_size=b, bank=ck.motion_bank, bank_k=preset.train.bank_k)
         app_in, target, flow_in = to_tensors(app_b, flow_b, fs)
         with torch.inference_mode():
             ref_out = model(app_in, flow_in)
-        x, y, pred = net.run(app_in, flow_in)
+        x, y, pred, m = net.run(app_in, flow_in)
         if (ref_out.y is None) != (y is None):
             raise DataError(onnx_path, f"the ONNX graph's outputs {net.outputs} do not match the model variant "
                                        f"{preset.model.variant!r}")
-        f, p = cue_scores(pred, target, x, y)
+        f, p, mr = cue_scores(pred, target, x, y, m, None if ck.motion_bank is None else torch.from_numpy(ck.motion_bank),
+                             preset.train.bank_k)
         s_f, s_p = f.numpy(), p.numpy()
         pairs = {"pred": (pred, ref_out.pred), "x": (x, ref_out.x)}
         if ref_out.y is not None:
             pairs["y"] = (y, ref_out.y)
+            pairs["m"] = (m, ref_out.m)
         for k, (a, r) in pairs.items():
             diffs[k] = max(diffs.get(k, 0.0), float(np.abs(a.numpy() - r.float().numpy()).max()))
         d_f = float(np.abs(s_f - ref.s_f).max())
         d_p = float(np.abs(s_p - ref.s_p).max())
-        for got_s, ref_s in ((s_f, ref.s_f), (s_p, ref.s_p)):
+        cues = [(s_f, ref.s_f), (s_p, ref.s_p)]
+        if "s_m" in net.outputs:  # the graph's own S_m (its memory is a constant of the file)
+            mr = torch.from_numpy(net.session.run(["s_m"], {"app_in": app_in.numpy(), "flow_in": flow_in.numpy()})[0])
+        if mr is not None:
+            cues.append((mr.numpy(), ref.s_m))
+            diffs["s_m"] = max(diffs.get("s_m", 0.0), float(np.abs(mr.numpy() - ref.s_m).max()))
+        for got_s, ref_s in cues:
             ok = ok and bool(np.all(np.abs(got_s - ref_s) <= atol + rtol * np.abs(ref_s)))
         diffs["s_f"] = max(diffs.get("s_f", 0.0), d_f)
         diffs["s_p"] = max(diffs.get("s_p", 0.0), d_p)

@@ -5,13 +5,16 @@ Every scorer calls these functions: evaluation (:meth:`AMSRC.score_store`), live
 the baselines, the benchmarks and the diagnosis. A change to the score is made here.
 
 Per object (DESIGN.md section 6): ``S_f = 1 - cos(x, y)`` and ``S_p = ||pred - target||^2``
-(:func:`cue_scores`, run by :func:`object_scores`); each is z-normalised with the mean and std
-over the TRAINING cubes under the final model (:class:`TrainStats`, stored in the checkpoint);
-``S = w_f z(S_f) + w_p z(S_p)`` (:func:`combine`); a frame's score is the max over its objects
-(:func:`frame_scores`); :func:`clip_scores` assembles one clip. Higher = more anomalous.
+(:func:`cue_scores`, run by :func:`object_scores`), and, where the model kept a memory of its
+training objects, ``S_m`` (:func:`motion_rarity`): the mean distance from the object's pooled motion
+bottleneck to the k nearest training objects' (motion semantics never seen in normal footage); each
+is z-normalised with the mean and std over the TRAINING cubes under the final model
+(:class:`TrainStats`, stored in the checkpoint); ``S = w_f z(S_f) + w_p z(S_p) + w_m z(S_m)``
+(:func:`combine`); a frame's score is the max over its objects (:func:`frame_scores`);
+:func:`clip_scores` assembles one clip. Higher = more anomalous.
 
 A frame without any object gets :func:`empty_frame_score`: the score of a perfect object
-(``S_f = 0``, ``S_p = 0``), i.e. the most normal object possible. It needs no test data and is
+(``S_f = 0``, ``S_p = 0``, ``S_m = 0``), i.e. the most normal object possible. It needs no test data and is
 causal, so offline and live scoring agree.
 
 Smoothing (:func:`smooth`) works on ONE clip, so no value ever leaks across a clip boundary;
@@ -47,8 +50,8 @@ GAUSS_TRUNCATE = 4.0
 # The one score a person sees, in the words every output uses (curves, overlay, events, CSV, report).
 SCORE_NAME = "anomaly score"
 SCORE_UNIT = "z"  # standard deviations of normal training objects
-SCORE_MEANING = ("anomaly score, in standard deviations of normal training objects (z): each object's two cues "
-                 "(appearance-motion inconsistency S_f, prediction error S_p) are measured against the objects "
+SCORE_MEANING = ("anomaly score, in standard deviations of normal training objects (z): each object's cues "
+                 "(appearance-motion inconsistency S_f, prediction error S_p, motion rarity S_m) are measured against the objects "
                  "the model was trained on and weighted together; 0 is a typical normal object, negative is more "
                  "normal than typical; a frame's score is its highest object's")
 RAW_MEANING = "raw: the frame's score as computed; smoothed (the anomaly score): causally smoothed over the frames before"
@@ -62,15 +65,18 @@ class TrainStats:
     s_f_std: float  # population std (ddof=0) of S_f
     s_p_mean: float  # mean of S_p = sum of squared prediction error per object
     s_p_std: float  # population std (ddof=0) of S_p
+    s_m_mean: float | None = None  # mean of S_m (each training object against the memory of the OTHER clips); None: no memory
+    s_m_std: float | None = None  # population std of S_m
 
-    KEYS = ("s_f_mean", "s_f_std", "s_p_mean", "s_p_std")
+    KEYS = ("s_f_mean", "s_f_std", "s_p_mean", "s_p_std")  # required; s_m_* are optional
+    OPTIONAL = ("s_m_mean", "s_m_std")
 
     def to_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items()}
+        return {k: float(v) for k, v in asdict(self).items() if v is not None}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: Any = None) -> TrainStats:
-        """From a dict with the four keys (e.g. ``checkpoint["train_stats"]``).
+        """From a dict with the four keys, and optionally s_m_mean / s_m_std (e.g. ``checkpoint["train_stats"]``).
 
         ``source`` (the checkpoint path) is named in the DataError raised for missing keys or
         non-finite / negative values.
@@ -80,8 +86,10 @@ class TrainStats:
         missing = [k for k in cls.KEYS if k not in d]
         if missing:
             raise DataError(source, f"train_stats lacks {', '.join(missing)}")
+        if (cls.OPTIONAL[0] in d) != (cls.OPTIONAL[1] in d):
+            raise DataError(source, "train_stats must hold both s_m_mean and s_m_std, or neither")
         vals = {}
-        for k in cls.KEYS:
+        for k in (*cls.KEYS, *(k for k in cls.OPTIONAL if k in d)):
             try:
                 v = float(d[k])
             except (TypeError, ValueError):
@@ -106,40 +114,82 @@ def _finite_1d(x: Any, name: str) -> np.ndarray:
 class ObjectScores(NamedTuple):
     s_f: np.ndarray  # (N,) float32 1 - cos(x, y); zeros for the baseline variant (no motion stream)
     s_p: np.ndarray  # (N,) float32 sum of squared prediction error of frame t; NaN when not computed (need_pred=False)
+    s_m: np.ndarray | None = None  # (N,) float32 motion rarity; NaN without a memory (bank) or motion stream
     pred: np.ndarray | None = None  # (N, C, S, S) float32 predicted frame t, with keep_pred=True
     target: np.ndarray | None = None  # (N, C, S, S) float32 frame t, with keep_pred=True
 
 
+def motion_rarity(m: Any, bank: Any, k: int, groups: Any = None, bank_groups: Any = None,
+                  chunk: int = 2048) -> torch.Tensor:
+    """S_m: the mean Euclidean distance from each row of ``m`` (N, D) to its ``k`` nearest rows of ``bank``
+    (K, D) -> (N,) float32 tensor on m's device. ``groups`` (N,) / ``bank_groups`` (K,) ints: a row may
+    not use the bank rows of its own group (a training object against the memory of the other clips);
+    each row must keep at least ``k`` of them.
+
+    The distances come from ``torch.cdist`` (matrix-product form, float32): they agree with an exact
+    computation within ~1e-4 relative, and within ~5e-3 absolute near 0 (a square root of rounding).
+    """
+    m = torch.as_tensor(m, dtype=torch.float32)
+    bank = torch.as_tensor(bank, dtype=torch.float32, device=m.device)
+    if m.dim() != 2 or bank.dim() != 2 or m.shape[1] != bank.shape[1]:
+        raise ValueError(f"motion_rarity: m (N, D) and bank (K, D) must share D, got {tuple(m.shape)} and {tuple(bank.shape)}")
+    k = int(k)
+    if not 1 <= k <= bank.shape[0]:
+        raise ConfigError(f"train.bank_k must be between 1 and the memory's size {bank.shape[0]}, got {k}")
+    if (groups is None) != (bank_groups is None):
+        raise ValueError("motion_rarity: give both groups and bank_groups, or neither")
+    if groups is not None:
+        groups = torch.as_tensor(np.asarray(groups), device=m.device)
+        bank_groups = torch.as_tensor(np.asarray(bank_groups), device=m.device)
+    out = torch.empty(m.shape[0], dtype=torch.float32, device=m.device)
+    for i in range(0, m.shape[0], chunk):
+        d = torch.cdist(m[i:i + chunk], bank).clamp_min_(0.0)
+        if groups is not None:
+            d = d.masked_fill(groups[i:i + chunk, None] == bank_groups[None, :], float("inf"))
+        out[i:i + chunk] = d.topk(k, dim=1, largest=False).values.mean(1)
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(f"motion_rarity: a row has fewer than k = {k} memory entries outside its own group")
+    return out
+
+
 def cue_scores(pred: torch.Tensor | None, target: torch.Tensor | None, x: torch.Tensor,
-               y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The two cues of a batch, float32: S_f = 1 - cos(flatten(x), flatten(y)) (B,) (zeros without y)
-    and S_p = sum((pred - target)^2) over C x S x S (B,) (None without pred)."""
+               y: torch.Tensor | None, m: torch.Tensor | None = None, bank: torch.Tensor | None = None,
+               k: int = 5) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The cues of a batch, float32: S_f = 1 - cos(flatten(x), flatten(y)) (B,) (zeros without y),
+    S_p = sum((pred - target)^2) over C x S x S (B,) (None without pred) and S_m = :func:`motion_rarity`
+    of the pooled motion bottleneck ``m`` against ``bank`` (None without either)."""
     s_f = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device) if y is None else cosine_distance(x, y)
     s_p = None if pred is None else (pred - target).pow(2).flatten(1).sum(1)
-    return s_f, s_p
+    s_m = None if m is None or bank is None else motion_rarity(m, bank, k)
+    return s_f, s_p, s_m
 
 
 def object_scores(model: torch.nn.Module, appearance, flow, flow_scale: float, batch_size: int = 512,
                   device: str = "cpu", need_pred: bool = True, inputs=None, keep_pred: bool = False,
-                  engine=None) -> ObjectScores:
-    """S_f and S_p for every cube, in eval mode under ``torch.inference_mode``.
+                  engine=None, bank=None, bank_k: int = 5, keep_m: bool = False) -> ObjectScores:
+    """S_f, S_p and S_m for every cube, in eval mode under ``torch.inference_mode``.
 
     appearance (N, 5, S, S, C) uint8 and flow (N, 4, S, S, 2) float16 may be memory-mapped: they are
     read ``batch_size`` cubes at a time. N = 0 gives empty arrays. The model is moved to ``device``
     if it is not there; its train/eval mode is restored afterwards.
     ``need_pred=False``: only the encoders run (``model.encode``, about 2.5x fewer operations); S_f
-    is the same as with the decoder, S_p is NaN (not computed).
+    and S_m are the same as with the decoder, S_p is NaN (not computed).
     ``inputs``: :func:`~amsrc.model.inputs.network_inputs` of these N cubes, already made (same values).
     ``keep_pred``: also return the predicted and the true frame t (for error maps).
     ``engine``: another runner of the same network (:class:`amsrc.export.OnnxRuntimeNet`: its
-    ``run(app_in, flow_in)`` gives (x, y, pred) on the CPU); the scores come from the same formulas.
+    ``run(app_in, flow_in)`` gives (x, y, pred, m) on the CPU); the scores come from the same formulas.
+    ``bank`` (K, w3): the training objects' pooled motion bottlenecks (the model's memory), ``bank_k``
+    the k of S_m; without a bank (or a motion stream) S_m is NaN.
+    ``keep_m``: return the pooled motion bottlenecks (N, w3) in place of S_m (to build a memory).
     """
     n = check_cubes(appearance, flow)
     s_f = np.zeros(n, np.float32)
     s_p = np.zeros(n, np.float32) if need_pred else np.full(n, np.nan, np.float32)
+    s_m = np.full(n, np.nan, np.float32)
+    ms = []
     preds, targets = [], []
     if n == 0:
-        return ObjectScores(s_f, s_p)
+        return ObjectScores(s_f, s_p, s_m)
     if inputs is not None and any(int(t.shape[0]) != n for t in inputs):
         raise ValueError(f"inputs hold {[int(t.shape[0]) for t in inputs]} cubes, the cube arrays {n}")
     keep_pred = keep_pred and need_pred
@@ -147,6 +197,8 @@ def object_scores(model: torch.nn.Module, appearance, flow, flow_scale: float, b
     first = next(model.parameters())
     if engine is None and first.device != dev and not (dev.type == first.device.type and dev.index is None):
         model.to(dev)
+    if bank is not None:
+        bank = torch.as_tensor(bank, dtype=torch.float32, device=dev)
     cl = uses_channels_last(model) and engine is None
     was_training = model.training
     # eval() walks every module: skip when already in eval mode (or when the engine runs the network)
@@ -163,26 +215,31 @@ def object_scores(model: torch.nn.Module, appearance, flow, flow_scale: float, b
                     app_in, target, flow_in = (t[i:j] for t in inputs)
                 app_in, flow_in = app_in.to(dev, non_blocking=True), flow_in.to(dev, non_blocking=True)
                 if engine is not None:  # the whole graph runs; its pred is dropped when not needed
-                    x, y, pred = engine.run(app_in, flow_in)
+                    x, y, pred, m = engine.run(app_in, flow_in)
                     pred, target = (pred, target) if need_pred else (None, None)
-                elif need_pred:
-                    out = model(app_in, flow_in)
-                    x, y, pred, target = out.x, out.y, out.pred, target.to(dev, non_blocking=True)
                 else:
-                    (x, y), pred = model.encode(app_in, flow_in), None
-                f, p = cue_scores(pred, target, x, y)
+                    out = model(app_in, flow_in) if need_pred else model.encode(app_in, flow_in)
+                    x, y, pred, m = out.x, out.y, out.pred, out.m
+                    target = target.to(dev, non_blocking=True) if need_pred else None
+                f, p, r = cue_scores(pred, target, x, y, m, None if keep_m else bank, bank_k)
                 s_f[i:j] = f.float().cpu().numpy()
                 if p is not None:
                     s_p[i:j] = p.float().cpu().numpy()
+                if r is not None:
+                    s_m[i:j] = r.float().cpu().numpy()
+                if keep_m and m is not None:
+                    ms.append(m.float().cpu().numpy())
                 if keep_pred:
                     preds.append(pred.float().cpu().numpy())
                     targets.append(target.float().cpu().numpy())
     finally:
         if switch:
             model.train(was_training)
+    if keep_m:
+        s_m = np.concatenate(ms) if ms else None
     if keep_pred:
-        return ObjectScores(s_f, s_p, np.concatenate(preds), np.concatenate(targets))
-    return ObjectScores(s_f, s_p)
+        return ObjectScores(s_f, s_p, s_m, np.concatenate(preds), np.concatenate(targets))
+    return ObjectScores(s_f, s_p, s_m)
 
 
 # ---------------------------------------------------------------- object scores -> frame scores
@@ -191,10 +248,12 @@ def zscore(x: Any, mean: float, std: float, floor: float = STD_FLOOR) -> np.ndar
     return (np.asarray(x, dtype=np.float64) - mean) / max(float(std), floor)
 
 
-def combine(s_f: Any, s_p: Any, stats: TrainStats, w_f: float, w_p: float) -> np.ndarray:
-    """Object anomaly scores ``w_f * z(S_f) + w_p * z(S_p)``: s_f (N,), s_p (N,) -> (N,) float64.
+def combine(s_f: Any, s_p: Any, stats: TrainStats, w_f: float, w_p: float, s_m: Any = None,
+            w_m: float = 0.0) -> np.ndarray:
+    """Object anomaly scores ``w_f * z(S_f) + w_p * z(S_p) + w_m * z(S_m)``: s_f, s_p, s_m (N,) -> (N,) float64.
 
-    A term whose weight is 0 is left out (so e.g. the baseline's S_f never matters with w_f = 0).
+    A term whose weight is 0 is left out (so e.g. the baseline's S_f never matters with w_f = 0, and
+    ``s_m`` may be None with w_m = 0).
     """
     f = _finite_1d(s_f, "s_f")
     p = _finite_1d(s_p, "s_p")
@@ -205,16 +264,24 @@ def combine(s_f: Any, s_p: Any, stats: TrainStats, w_f: float, w_p: float) -> np
         out += w_f * zscore(f, stats.s_f_mean, stats.s_f_std)
     if w_p != 0:
         out += w_p * zscore(p, stats.s_p_mean, stats.s_p_std)
+    if w_m != 0:
+        if s_m is None or stats.s_m_mean is None:
+            raise ConfigError("score.w_m != 0 needs S_m: a model trained with a memory of its training objects "
+                              "(train.bank_size > 0) and a motion stream")
+        r = _finite_1d(s_m, "s_m")
+        if r.shape != f.shape:
+            raise ValueError(f"combine: {f.size} S_f values but {r.size} S_m values")
+        out += w_m * zscore(r, stats.s_m_mean, stats.s_m_std)
     return out
 
 
-def empty_frame_score(stats: TrainStats, w_f: float, w_p: float) -> float:
-    """Score of a frame with no object: that of a perfect object (S_f = 0, S_p = 0).
+def empty_frame_score(stats: TrainStats, w_f: float, w_p: float, w_m: float = 0.0) -> float:
+    """Score of a frame with no object: that of a perfect object (S_f = 0, S_p = 0, S_m = 0).
 
     A frame where nothing moves scores as the most normal object possible. This is a fixed
     number from the training statistics: causal, and no test data is looked at.
     """
-    return float(combine(np.zeros(1), np.zeros(1), stats, w_f, w_p)[0])
+    return float(combine(np.zeros(1), np.zeros(1), stats, w_f, w_p, np.zeros(1), w_m)[0])
 
 
 def frame_scores(object_scores: Any, offsets: Any, empty_score: float, topk: int = 1) -> np.ndarray:
@@ -266,16 +333,18 @@ class ClipScores:
     labels: np.ndarray | None  # (n_frames,) uint8 frame labels where known
     offsets: np.ndarray | None = None  # (n_frames + 1,) int64: objects of frame t are [offsets[t], offsets[t+1])
     object_labels: np.ndarray | None = None  # (N,) uint8 per-object labels from pixel masks, where the store has them
+    s_m: np.ndarray | None = None  # (N,) float32 raw motion rarity; None / NaN where not computed
 
 
-def clip_scores(clip, objects: Any, s_f: Any, s_p: Any, empty_score: float, cfg: ScoreConfig) -> ClipScores:
+def clip_scores(clip, objects: Any, s_f: Any, s_p: Any, empty_score: float, cfg: ScoreConfig,
+                s_m: Any = None) -> ClipScores:
     """:class:`ClipScores` of one clip from its object scores (N,): the frame max
     (:func:`frame_scores`, ``empty_score`` for frames without objects) and ``cfg``'s smoothing.
     ``clip`` gives name, offsets, labels and object_labels (a stored clip or another ClipScores)."""
     objects = np.asarray(objects, dtype=np.float64)
     raw = frame_scores(objects, clip.offsets, empty_score, cfg.frame_topk)
     return ClipScores(clip.name, raw, smooth(raw, cfg), objects, s_f, s_p, clip.labels,
-                      np.asarray(clip.offsets), clip.object_labels)
+                      np.asarray(clip.offsets), clip.object_labels, s_m)
 
 # ---------------------------------------------------------------- smoothing
 def _check_cfg(cfg: ScoreConfig) -> None:

@@ -79,21 +79,24 @@ def score_metrics(clips: list, smooth_cfg: ScoreConfig) -> dict[str, Any]:
 
 
 def cue_clips(detector, clips: list[ClipScores]) -> dict[str, list[ClipScores]]:
-    """The network's two cues scored alone, z(S_f) (w_f = 1, w_p = 0) and z(S_p) (w_f = 0, w_p = 1),
-    through the same frame rule (:func:`amsrc.scoring.combine`, :func:`amsrc.scoring.clip_scores`);
-    a cue that was not computed (S_f of the baseline variant, S_p when the decoder was skipped) is left out."""
+    """The network's cues scored alone, z(S_f), z(S_p) and z(S_m) (weight 1, the others 0), through the
+    same frame rule (:func:`amsrc.scoring.combine`, :func:`amsrc.scoring.clip_scores`); a cue that was
+    not computed (S_f of the baseline variant, S_p when the decoder was skipped, S_m without a memory)
+    is left out."""
     st = detector.train_stats_
     out: dict[str, list] = {}
-    for cue, (w_f, w_p) in {"S_f": (1.0, 0.0), "S_p": (0.0, 1.0)}.items():
-        values = [c.s_f if cue == "S_f" else c.s_p for c in clips]
+    for cue, (w_f, w_p, w_m) in {"S_f": (1.0, 0.0, 0.0), "S_p": (0.0, 1.0, 0.0), "S_m": (0.0, 0.0, 1.0)}.items():
+        values = [{"S_f": c.s_f, "S_p": c.s_p, "S_m": c.s_m}[cue] for c in clips]
         if cue == "S_f" and detector.preset_.model.variant == "baseline":
             continue
-        if any(not np.all(np.isfinite(v)) for v in values) or any(c.offsets is None for c in clips):
+        if cue == "S_m" and st.s_m_mean is None:
             continue
-        empty = empty_frame_score(st, w_f, w_p)
+        if any(v is None or not np.all(np.isfinite(v)) for v in values) or any(c.offsets is None for c in clips):
+            continue
+        empty = empty_frame_score(st, w_f, w_p, w_m)
         no_smoothing = ScoreConfig(smoothing="none", frame_topk=detector.preset_.score.frame_topk)
-        out[cue] = [clip_scores(c, combine(c.s_f, np.nan_to_num(c.s_p), st, w_f, w_p), c.s_f, c.s_p, empty, no_smoothing)
-                    for c in clips]
+        out[cue] = [clip_scores(c, combine(c.s_f, np.nan_to_num(c.s_p), st, w_f, w_p, c.s_m, w_m), c.s_f, c.s_p,
+                                empty, no_smoothing, c.s_m) for c in clips]
     return out
 
 
@@ -156,7 +159,7 @@ def evaluate(detector, store, out_dir: str | Path, split: str = "testing", top_k
         "variant": detector.preset_.model.variant,
         "widths": list(detector.preset_.model.widths),
         "epochs": detector.preset_.train.epochs,
-        "weights": {"w_f": cfg.w_f, "w_p": cfg.w_p},
+        "weights": {"w_f": cfg.w_f, "w_p": cfg.w_p, "w_m": cfg.w_m},
         "checkpoint_rule": "last epoch (no test label used for any choice)",
         "empty_frame_rule": "a frame with no object scores as a perfect object (S_f = S_p = 0)",
         **metrics,

@@ -68,7 +68,7 @@ def format_result(result: dict[str, Any]) -> str:
     under every protocol, then the timings."""
     lines = [
         f"variant {result['variant']}  widths {result['widths']}  epochs {result['epochs']}  "
-        f"weights w_f={result['weights']['w_f']} w_p={result['weights']['w_p']}",
+        f"weights w_f={result['weights']['w_f']} w_p={result['weights']['w_p']} w_m={result['weights'].get('w_m', 0.0)}",
         f"  AUROC x100     micro  smoothed   paper   macro  object   (smoothed: {result['smoothing']}; "
         f"paper: {result.get('paper_protocol', 'n/a')})",
         _row(result["variant"], result),

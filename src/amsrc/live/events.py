@@ -32,18 +32,25 @@ END_FRAMES = 5  # frames below the low threshold in a row before it ends
 CUES = {
     "motion": "appearance-motion inconsistency z(S_f): it moves unlike what it looks like",
     "appearance": "prediction error z(S_p): it looks unlike the training objects",
+    "rarity": "motion rarity z(S_m): it moves unlike any training object",
     "speed": "speed: it moves faster than the training objects",
 }
 
 
 def explain(result, k: int, stats, speeds: SpeedStats | None) -> dict:
-    """Why object ``k`` of a :class:`~amsrc.live.stream.FrameResult` scored high: z(S_f), z(S_p), speed, the cue."""
+    """Why object ``k`` of a :class:`~amsrc.live.stream.FrameResult` scored high: z(S_f), z(S_p), z(S_m), speed, the cue."""
     z_f = float(zscore(result.s_f[k], stats.s_f_mean, stats.s_f_std))
     z_p = float(zscore(result.s_p[k], stats.s_p_mean, stats.s_p_std))  # NaN: S_p not computed (w_p = 0)
+    s_m = getattr(result, "s_m", None)
+    z_m = (float(zscore(s_m[k], stats.s_m_mean, stats.s_m_std))  # NaN: no memory
+           if s_m is not None and stats.s_m_mean is not None else float("nan"))
     sp = float(result.speed[k])
-    has_p = bool(np.isfinite(z_p))
-    out = {"z_s_f": round(z_f, 3), "z_s_p": round(z_p, 3) if has_p else None, "speed_px_per_frame": round(sp, 3)}
+    has_p, has_m = bool(np.isfinite(z_p)), bool(np.isfinite(z_m))
+    out = {"z_s_f": round(z_f, 3), "z_s_p": round(z_p, 3) if has_p else None,
+           "z_s_m": round(z_m, 3) if has_m else None, "speed_px_per_frame": round(sp, 3)}
     cands = {"motion": z_f, "appearance": z_p} if has_p else {"motion": z_f}
+    if has_m:
+        cands["rarity"] = z_m
     if speeds is not None:
         z_v = speeds.robust_z(sp)
         out["speed_percentile"] = round(speeds.percentile(sp), 2)
@@ -71,6 +78,9 @@ def cue_words(ex: dict) -> str:
     if cue == "motion":
         return (f"moves unlike what it looks like: its appearance-motion inconsistency is {ex['z_s_f']:.1f} "
                 "standard deviations above that of normal objects")
+    if cue == "rarity":
+        return (f"moves unlike any normal object: its motion rarity is {ex['z_s_m']:.1f} standard deviations "
+                "above that of normal objects")
     if cue == "appearance":
         return (f"looks unlike the normal objects: its prediction error is {ex['z_s_p']:.1f} standard "
                 "deviations above that of normal objects")

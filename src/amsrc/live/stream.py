@@ -52,12 +52,13 @@ class FrameResult:
     score: float  # causally smoothed frame score (what the threshold is compared with)
     anomalous: bool | None  # score >= threshold; None when the scorer has no threshold
     boxes: np.ndarray  # (K, 4) int32 x0, y0, x1, y1 in the pixels of the frame as pushed
-    object_scores: np.ndarray  # (K,) float64 combined object scores w_f z(S_f) + w_p z(S_p)
+    object_scores: np.ndarray  # (K,) float64 combined object scores w_f z(S_f) + w_p z(S_p) + w_m z(S_m)
     s_f: np.ndarray  # (K,) float32 raw 1 - cos(x, y)
     s_p: np.ndarray  # (K,) float32 raw squared prediction error; NaN when not computed (w_p = 0: no decoder run)
     speed: np.ndarray  # (K,) float32 object_speeds: median flow magnitude, pixels/frame at the fitted size
     seconds: float  # processing time of this frame (flow, boxes, cubes, network, score), waits excluded
     cubes: FrameObjects | None = field(default=None, repr=False)  # the objects' cubes at the fitted size (error maps)
+    s_m: np.ndarray | None = None  # (K,) float32 raw motion rarity; NaN for a model without a memory
 
     @property
     def top(self) -> int | None:
@@ -150,11 +151,11 @@ class StreamScorer:
         t0 = time.perf_counter()
         obj = prep.objects
         if len(obj):
-            comb, s_f, s_p = self.detector.score_cubes(obj.appearance, obj.flow, need_pred=self.need_pred,
-                                                       inputs=prep.inputs)
+            comb, s_f, s_p, s_m = self.detector.score_cubes(obj.appearance, obj.flow, need_pred=self.need_pred,
+                                                            inputs=prep.inputs)
         else:
             comb = np.zeros(0, np.float64)
-            s_f = s_p = np.zeros(0, np.float32)
+            s_f = s_p = s_m = np.zeros(0, np.float32)
         self.seconds["network"] += time.perf_counter() - t0
         raw = float(frame_scores(comb, [0, len(comb)], self.empty_score,
                                  self.detector.preset_.score.frame_topk)[0])  # the frame rule of offline scoring
@@ -174,7 +175,7 @@ class StreamScorer:
             anomalous=None if self.threshold is None else bool(score >= self.threshold),
             boxes=boxes, object_scores=np.asarray(comb, np.float64), s_f=np.asarray(s_f, np.float32),
             s_p=np.asarray(s_p, np.float32), speed=speed, seconds=prep.seconds + time.perf_counter() - t0,
-            cubes=obj,
+            cubes=obj, s_m=np.asarray(s_m, np.float32),
         )
         self.t += 1
         return res

@@ -72,9 +72,9 @@ def weight_decay_loss(weights: list[torch.Tensor]) -> torch.Tensor:
 
 
 def amsrc_loss(out, target: torch.Tensor, cfg: TrainConfig, weights: list[torch.Tensor]) -> LossTerms:
-    """All terms for one batch. ``out`` is a NetOutput (pred, x, y); target (B, C, S, S) frame t;
+    """All terms for one batch. ``out`` is a NetOutput (pred, x, y, m); target (B, C, S, S) frame t;
     ``weights`` from :func:`decay_weights` of the (unwrapped) model."""
-    pred, x, y = out
+    pred, x, y = out.pred, out.x, out.y
     li = intensity_loss(pred, target)
     lg = gradient_loss(pred, target)
     lc = consistency_loss(x, y) if y is not None else pred.new_zeros(())

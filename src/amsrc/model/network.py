@@ -11,6 +11,9 @@ Shapes (S = cube size, a multiple of 8; C = image channels; w = cfg.widths):
     flow_in (B, 8, S, S)   float32              flows (t-4->t-3) .. (t-1->t) as (dx, dy), / flow_scale
     pred    (B, C, S, S)   in [0, 1]            predicted frame t
     x, y    (B, w[3] * (S/8)**2)                appearance / motion bottlenecks, flattened (y None: baseline)
+    m       (B, w[3])                           motion bottleneck averaged over its S/8 x S/8 positions, before
+                                                any standardisation (None: baseline): the motion semantics
+                                                S_m compares with the training objects' (amsrc.scoring)
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from amsrc.prepare.cubes import T_APPEARANCE, T_FLOW
 
 
 class NetOutput(NamedTuple):
-    pred: torch.Tensor  # (B, C, S, S) predicted frame t, in [0, 1]
+    pred: torch.Tensor | None  # (B, C, S, S) predicted frame t, in [0, 1]; None from ``encode``
     x: torch.Tensor  # (B, D) appearance bottleneck, flattened
     y: torch.Tensor | None  # (B, D) motion bottleneck, flattened; None for the baseline
+    m: torch.Tensor | None = None  # (B, w3) motion bottleneck pooled over positions; None for the baseline
 
 
 class DoubleConv(nn.Sequential):
@@ -162,12 +166,18 @@ class AMSRCNet(nn.Module):
         h = self.up2(h, s1)
         h = self.up3(h, s0)
         pred = torch.sigmoid(self.out(h))
-        return NetOutput(pred, *self._consistency_pair(x, y))
+        return NetOutput(pred, *self._consistency_pair(x, y), _pooled(y))
 
-    def encode(self, app_in: torch.Tensor, flow_in: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The (x, y) that :meth:`forward` returns (same flatten and standardisation), without the
-        decoder: for scores that need no prediction (S_f = 1 - cos(x, y))."""
-        return self._consistency_pair(self.appearance(app_in)[-1], self._motion(flow_in))
+    def encode(self, app_in: torch.Tensor, flow_in: torch.Tensor | None = None) -> NetOutput:
+        """What :meth:`forward` returns (same x, y, m) without the decoder (``pred`` is None): for scores
+        that need no prediction (S_f = 1 - cos(x, y), S_m)."""
+        y = self._motion(flow_in)
+        return NetOutput(None, *self._consistency_pair(self.appearance(app_in)[-1], y), _pooled(y))
+
+
+def _pooled(y: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, w3, S/8, S/8) motion bottleneck -> (B, w3), its mean over positions."""
+    return None if y is None else y.mean((2, 3))
 
 
 # ---------------------------------------------------------------- variant registry

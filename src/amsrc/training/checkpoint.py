@@ -110,6 +110,7 @@ class Checkpoint:
     extras: dict[str, Any] = field(default_factory=dict)
     background: np.ndarray | None = None  # (H, W) uint8: box method "bg"'s training background
     store_key: str | None = None  # key of the cube store it was trained on (settings + sources)
+    motion_bank: np.ndarray | None = None  # (K, w3) float32: S_m's memory of training objects' motion semantics
     version: str = __version__  # amsrc version that wrote the file
     format_version: int = FORMAT_VERSION
 
@@ -135,7 +136,9 @@ class Checkpoint:
                 "n_cubes": self.n_cubes, "threshold": None if self.threshold is None else self.threshold.to_dict(),
                 "footage": None if self.footage is None else self.footage.to_dict(), "extras": dict(self.extras),
                 "background": None if self.background is None else torch.from_numpy(np.ascontiguousarray(self.background)),
-                "store_key": self.store_key, "version": self.version}
+                "store_key": self.store_key, "version": self.version,
+                "motion_bank": None if self.motion_bank is None else torch.from_numpy(
+                    np.ascontiguousarray(self.motion_bank, dtype=np.float32))}
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (a temporary name, then rename)."""
@@ -166,6 +169,7 @@ class Checkpoint:
                                   f"(written by {state['version']}): {exc}") from None
         stats = TrainStats.from_dict(state["train_stats"], source=path)
         _check_finite_weights(state["model"], path)
+        bank = _motion_bank(state.get("motion_bank"), preset, stats, path)
         _check_used_stds(stats, preset, path)
         if fv == 1:  # the first build kept what `fit` learned at the top level
             thr = None if state.get("threshold") is None else {
@@ -182,7 +186,7 @@ class Checkpoint:
             footage=None if foot is None or all(v is None for v in foot.values()) else FootageInfo.from_dict(foot, path),
             extras=dict(extras), background=_background(state.get("background"), path),
             store_key=state.get("store_key") if isinstance(state.get("store_key"), str) else None,
-            version=str(state["version"]), format_version=FORMAT_VERSION,
+            motion_bank=bank, version=str(state["version"]), format_version=FORMAT_VERSION,
         )
 
 
@@ -199,11 +203,31 @@ def _check_finite_weights(weights: Any, path: Path) -> None:
 def _check_used_stds(stats: TrainStats, preset: Preset, path: Path) -> None:
     """A cue the score uses (weight != 0) needs a spread over the training objects: a std of 0 would
     turn every score of that cue into +-1e6 (STD_FLOOR)."""
-    for cue, w, std in (("S_f", preset.score.w_f, stats.s_f_std), ("S_p", preset.score.w_p, stats.s_p_std)):
-        if w != 0 and not std > STD_FLOOR:  # NaN too
+    for cue, w, std in (("S_f", preset.score.w_f, stats.s_f_std), ("S_p", preset.score.w_p, stats.s_p_std),
+                        ("S_m", preset.score.w_m, stats.s_m_std)):
+        if w != 0 and not (std is not None and std > STD_FLOOR):  # NaN too
             raise DataError(path, f"train_stats: the std of {cue} over the training objects is {std:g} but the "
                                   f"score weighs it by {w:g}; a constant training score cannot be standardised "
                                   "(a damaged file, or a training set of identical objects)")
+
+
+def _motion_bank(value: Any, preset: Preset, stats: TrainStats, path: Path) -> np.ndarray | None:
+    """The checkpoint's S_m memory, checked: (K, w3) finite floats with K >= train.bank_k, and S_m
+    statistics beside it; None when there is none (then score.w_m must be 0)."""
+    if value is None:
+        if preset.score.w_m != 0:
+            raise DataError(path, f"score.w_m = {preset.score.w_m} but the model holds no S_m memory (trained "
+                                  "without a motion stream or with train.bank_size 0): set score.w_m 0")
+        return None
+    bank = np.asarray(value.numpy() if isinstance(value, torch.Tensor) else value, dtype=np.float32)
+    width = int(preset.model.widths[3])
+    if bank.ndim != 2 or bank.shape[1] != width or bank.shape[0] < preset.train.bank_k:
+        raise DataError(path, f"the S_m memory must be (K >= {preset.train.bank_k}, {width}), got {bank.shape}")
+    if not np.all(np.isfinite(bank)):
+        raise DataError(path, "the S_m memory holds NaN or infinite values")
+    if stats.s_m_mean is None:
+        raise DataError(path, "the checkpoint holds an S_m memory but no S_m statistics (train_stats s_m_mean, s_m_std)")
+    return bank
 
 
 def _background(value: Any, path: Path) -> np.ndarray | None:

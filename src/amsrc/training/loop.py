@@ -26,6 +26,7 @@ gradients are averaged by DDP (gloo on CPU, nccl on CUDA; BatchNorm stays per-pr
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import time
@@ -42,7 +43,7 @@ from amsrc.errors import ConfigError, DataError
 from amsrc.model.inputs import check_cubes, to_channels_last, to_tensors
 from amsrc.model.losses import amsrc_loss, decay_weights
 from amsrc.model.network import build_model
-from amsrc.scoring import TrainStats, object_scores
+from amsrc.scoring import TrainStats, motion_rarity, object_scores
 from amsrc.training import distributed
 from amsrc.training.checkpoint import Checkpoint, cpu_state, load_state, save_state
 from amsrc.training.distributed import Dist, all_sum
@@ -128,6 +129,14 @@ def train_model(data, preset: Preset, out_dir: Path, resume: bool = False, devic
         raise DataError(None, "no training cubes: the training clips produced no objects")
     if tc.epochs < 1 or tc.batch_size < 1:
         raise ConfigError(f"train.epochs and train.batch_size must be >= 1, got {tc.epochs}, {tc.batch_size}")
+    if tc.bank_size < 0 or tc.bank_k < 1:
+        raise ConfigError(f"train.bank_size must be >= 0 and train.bank_k >= 1, got {tc.bank_size}, {tc.bank_k}")
+    if preset.score.w_m != 0 and (tc.bank_size == 0 or mc.variant == "baseline"):
+        raise ConfigError(f"score.w_m = {preset.score.w_m} needs S_m: a motion stream (variant {mc.variant!r}) "
+                          f"and a memory of training objects (train.bank_size = {tc.bank_size})")
+    if preset.score.w_m != 0 and n < memory_min_cubes(tc.bank_k):
+        raise DataError(None, f"{n} training cubes are too few for S_m (score.w_m != 0) with train.bank_k = "
+                              f"{tc.bank_k}: at least {memory_min_cubes(tc.bank_k)} are needed")
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
 
@@ -187,9 +196,18 @@ def train_model(data, preset: Preset, out_dir: Path, resume: bool = False, devic
 
     distributed.broadcast_buffers(model, d)
     stats = training_stats(model, cubes, mc.flow_scale, d, dev, batch_size=max(512, per_rank_batch))
+    # every process builds the same memory (all cubes, encoders only); the main one saves it
+    memory = motion_memory(model, cubes, mc.flow_scale, tc.bank_size, tc.bank_k, tc.seed, dev,
+                           batch_size=max(512, per_rank_batch), required=preset.score.w_m != 0)
+    bank = None
+    if memory is not None:
+        bank, m_mean, m_std = memory
+        stats = dataclasses.replace(stats, s_m_mean=m_mean, s_m_std=m_std)
+        log.info(f"S_m memory: {len(bank)} of {n} training objects; S_m over the training objects "
+                 f"(against the other clips') mean {m_mean:.4f}, std {m_std:.4f}")
     if d.main:
         Checkpoint.of(model, preset, stats, epoch=tc.epochs, n_cubes=n, background=background,
-                      store_key=store_key).save(model_path)
+                      store_key=store_key, motion_bank=bank).save(model_path)
     distributed.finish(d)
     return model_path
 
@@ -265,3 +283,47 @@ def training_stats(model: torch.nn.Module, cubes: CubeSet, flow_scale: float, d:
     f_std = math.sqrt(max(acc[1] / cnt - f_mean**2, 0.0))
     p_std = math.sqrt(max(acc[3] / cnt - p_mean**2, 0.0))
     return TrainStats(float(f_mean), float(f_std), float(p_mean), float(p_std))
+
+
+def memory_groups(cubes: CubeSet, parts: int = 4) -> np.ndarray:
+    """(N,) group of each training cube for S_m's statistics: its clip, or, with a single clip, which of
+    ``parts`` consecutive parts of it (objects of one track are near-copies of each other, so a training
+    object is measured against the memory of the other clips, as a new object would be)."""
+    n = len(cubes)
+    if len(cubes.clips) > 1:
+        return (np.searchsorted(cubes.starts, np.arange(n), side="right") - 1).astype(np.int64)
+    return (np.arange(n) * parts // max(n, 1)).astype(np.int64)
+
+
+def memory_min_cubes(k: int, parts: int = 4) -> int:
+    """Fewest training cubes with which every group keeps ``k`` memory entries outside itself (one clip cut
+    in ``parts``; with several clips the clips' sizes decide, checked when the memory is built)."""
+    return math.ceil((k + 1) * parts / (parts - 1))
+
+
+def motion_memory(model: torch.nn.Module, cubes: CubeSet, flow_scale: float, size: int, k: int, seed: int,
+                  dev: torch.device | str = "cpu", batch_size: int = 512, required: bool = False):
+    """S_m's memory and statistics: the pooled motion bottlenecks of up to ``size`` training cubes (drawn
+    with ``seed``), and the mean and std of S_m over ALL training cubes, each measured against the memory
+    entries of the other groups (:func:`memory_groups`). Returns (bank (K, w3) float32, mean, std), or
+    None when the model has no motion stream or ``size`` is 0, or when too few objects lie outside the
+    largest group to measure S_m (a DataError instead when ``required``: the score uses S_m). Only the
+    encoders run."""
+    if size <= 0 or getattr(model, "motion", None) is None:
+        return None
+    feats = [object_scores(model, a, f, flow_scale, batch_size=batch_size, device=str(dev), need_pred=False,
+                           keep_m=True).s_m for a, f in cubes.ranges(0, len(cubes))]
+    m = np.concatenate(feats).astype(np.float32)
+    groups = memory_groups(cubes)
+    n = len(m)
+    pick = np.arange(n) if n <= size else np.sort(np.random.default_rng([seed, 7]).choice(n, size, replace=False))
+    free = len(pick) - np.bincount(groups[pick]).max()
+    if free < k and not required:
+        log.info(f"no S_m memory: {free} training objects outside the largest clip, fewer than train.bank_k = {k}")
+        return None
+    if free < k:
+        raise DataError(None, f"S_m's memory holds only {free} training objects outside the largest clip, fewer "
+                              f"than train.bank_k = {k}: train on more footage, lower bank_k, or set bank_size 0")
+    s_m = motion_rarity(torch.from_numpy(m).to(dev), torch.from_numpy(m[pick]).to(dev), k, groups,
+                        groups[pick]).double().cpu().numpy()
+    return m[pick], float(s_m.mean()), float(s_m.std())
