@@ -113,6 +113,8 @@ CASES = [
     ("export --onnx onto the model", ["export", "{model}", "--onnx", "{model}"], 2, ["is the model"]),
     ("an output under a file", ["score", "{model}", "{video}", "--csv", W_ + "/file/x.csv"], 2, ["is a file, not a folder"]),
     ("data synth onto a file", ["data", "synth", W_ + "/file"], 2, ["is a file"]),
+    ("data synth, malformed size", ["data", "synth", W_ + "/s", "--size", "640by360"], 2, ["WIDTHxHEIGHT", "640by360"]),
+    ("data synth, too small", ["data", "synth", W_ + "/s", "--size", "32x360"], 2, ["at least 64x64"]),
     # numbers and devices at the edge
     ("--threshold nan", ["score", "{model}", "{video}", "--threshold", "nan"], 2, ["--threshold", "a finite number"]),
     ("--min-frames -1", ["score", "{model}", "{video}", "--min-frames", "-1"], 2, ["--min-frames", "an integer >= 1"]),

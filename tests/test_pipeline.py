@@ -63,7 +63,7 @@ def test_evaluation_reports_cues_baselines_and_the_paper_protocol(demo_run):
 
     res = json.loads((demo_run / "eval_amsrc" / "results.json").read_text())
     assert list(res["baselines"]) == ["velocity", "velocity-gmm", "copy-last"]
-    assert set(res["cues"]) == {"S_f", "S_p"}
+    assert set(res["cues"]) == {"S_f", "S_p", "S_m"}  # the model keeps a memory (S_m), though the preset weighs it 0
     for m in [res, *res["baselines"].values(), *res["cues"].values()]:
         for proto in ("raw", "smoothed", "paper"):
             assert 0.5 < m[proto]["micro"] <= 1.0, (proto, m[proto])

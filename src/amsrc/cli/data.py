@@ -21,12 +21,24 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _frame_size(text: str) -> tuple[int, int]:
+    """'640x360' -> (640, 360); argparse names a malformed or too small size."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x360, got {text!r}") from None
+    if w < 64 or h < 64:
+        raise argparse.ArgumentTypeError(f"frames must be at least 64x64, got {text!r}")
+    return w, h
+
+
 def cmd_data_synth(args: argparse.Namespace) -> int:
+    args.width, args.height = args.size
     out = check_output(args.out, "dir", "OUT")
     reused = out.is_dir() and any(out.iterdir())  # write_scene only accepts the same scene there
-    index = write_scene(out, seed=args.seed)
+    index = write_scene(out, seed=args.seed, height=args.height, width=args.width)
     verb = "found the same synthetic scene (not rewritten) in" if reused else "wrote synthetic scene to"
-    print(f"{verb} {out} (seed {args.seed}; see README.txt there)")
+    print(f"{verb} {out} (seed {args.seed}, {args.width}x{args.height}; see README.txt there)")
     print_summary(index)
     return 0
 
@@ -79,6 +91,8 @@ def add_parsers(sub) -> None:
     synth = dsub.add_parser("synth", help="write a small synthetic surveillance dataset")
     synth.add_argument("out", help="output folder (frames layout)")
     synth.add_argument("--seed", type=nonneg_int, default=0, help="seed of the scene (same seed, same bytes)")
+    synth.add_argument("--size", type=_frame_size, default=(240, 160), metavar="WxH",
+                       help="frame width x height in pixels, each >= 64 (default 240x160; e.g. 640x360, as Avenue)")
     synth.set_defaults(func=cmd_data_synth)
     inj = dsub.add_parser("inject", help="composite pseudo-anomalies into held-out normal clips: a labelled "
                                          "validation set (frames layout) from normal footage alone")
