@@ -269,3 +269,20 @@ def test_object_scores_rejects_bad_cubes(tmp_path):
         object_scores(_model(), np.load(tmp_path / "a.npy", mmap_mode="r"), flow, 4.0)
     with pytest.raises(DataError, match="flow cubes must be"):
         object_scores(_model(), app, flow[:3], 4.0)
+
+
+def test_ped2_paper_preset_is_the_papers_formulation_on_the_ped2_inputs():
+    """One store serves ped2 and ped2-paper (same prepare settings); the network, schedule and score
+    are the paper's: its widths, raw bottlenecks, three skips, 60 epochs at 2e-4, S_f + 0.01 S_p, no S_m."""
+    import dataclasses
+
+    from amsrc.config import get_preset
+
+    paper, ped2 = get_preset("ped2-paper"), get_preset("ped2")
+    assert dataclasses.asdict(paper.prepare) == dataclasses.asdict(ped2.prepare)
+    assert paper.model.widths == ModelConfig.WIDTH_PRESETS["paper"] and paper.model.skips == 3
+    assert not paper.model.standardise
+    assert (paper.train.epochs, paper.train.lr, paper.train.lr_decay, paper.train.lr_step) == (60, 2e-4, 0.8, 10)
+    assert (paper.score.w_f, paper.score.w_p, paper.score.w_m, paper.train.bank_size) == (1.0, 0.01, 0.0, 0)
+    net = build_model(paper.model, paper.prepare.channels, paper.prepare.cube_size)
+    assert net.std_x is None and net.up3.skip and net.appearance.down3[1][0].out_channels == 512
