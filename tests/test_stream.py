@@ -265,6 +265,23 @@ def test_explanation_without_s_p_names_no_appearance_cue():
     json.dumps(ex, allow_nan=False)
 
 
+def test_explanation_names_only_cues_the_score_weighs():
+    """With S_m in the score and S_f weighed 0 (the ped2 preset), a high S_f is reported but is not the cue."""
+    from amsrc.config import ScoreConfig
+    from amsrc.live.events import explain
+    from amsrc.live.stream import FrameResult
+    from amsrc.scoring import TrainStats
+
+    r = FrameResult(t=0, raw=1.0, score=1.0, anomalous=True, boxes=np.zeros((1, 4), np.int32),
+                    object_scores=np.array([1.0]), s_f=np.array([2.5], np.float32), s_p=np.array([12.0], np.float32),
+                    speed=np.array([1.0], np.float32), seconds=0.0, s_m=np.array([0.6], np.float32))
+    st = TrainStats(0.5, 0.2, 10.0, 1.0, s_m_mean=0.2, s_m_std=0.1)  # z: S_f 10, S_p 2, S_m 4
+    assert explain(r, 0, st, None)["cue"] == "motion"  # every computed cue may explain
+    ex = explain(r, 0, st, None, ScoreConfig(w_f=0.0, w_p=0.5, w_m=0.5))
+    assert ex["cue"] == "rarity" and ex["z_s_m"] == pytest.approx(4.0) and ex["z_s_f"] == pytest.approx(10.0)
+    assert "moves unlike any normal object" in ex["words"]
+
+
 def _fields(r):
     return (r.t, r.raw, r.score, r.anomalous, r.boxes.tolist(), r.object_scores.tolist(), r.s_f.tolist(),
             np.isnan(r.s_p).tolist(), np.nan_to_num(r.s_p).tolist(), r.speed.tolist())

@@ -37,8 +37,9 @@ CUES = {
 }
 
 
-def explain(result, k: int, stats, speeds: SpeedStats | None) -> dict:
-    """Why object ``k`` of a :class:`~amsrc.live.stream.FrameResult` scored high: z(S_f), z(S_p), z(S_m), speed, the cue."""
+def explain(result, k: int, stats, speeds: SpeedStats | None, weights=None) -> dict:
+    """Why object ``k`` of a :class:`~amsrc.live.stream.FrameResult` scored high: z(S_f), z(S_p), z(S_m), speed, the cue.
+    ``weights`` (a ScoreConfig): only the cues the score weighs (and speed) can be the cue; None: every computed one."""
     z_f = float(zscore(result.s_f[k], stats.s_f_mean, stats.s_f_std))
     z_p = float(zscore(result.s_p[k], stats.s_p_mean, stats.s_p_std))  # NaN: S_p not computed (w_p = 0)
     s_m = getattr(result, "s_m", None)
@@ -51,6 +52,9 @@ def explain(result, k: int, stats, speeds: SpeedStats | None) -> dict:
     cands = {"motion": z_f, "appearance": z_p} if has_p else {"motion": z_f}
     if has_m:
         cands["rarity"] = z_m
+    if weights is not None:  # a cue the score does not weigh cannot be why it is high
+        used = {"motion": weights.w_f, "appearance": weights.w_p, "rarity": weights.w_m}
+        cands = {c: z for c, z in cands.items() if used[c] != 0} or cands
     if speeds is not None:
         z_v = speeds.robust_z(sp)
         out["speed_percentile"] = round(speeds.percentile(sp), 2)
@@ -110,6 +114,7 @@ class EventDetector:
     end_frames: int = END_FRAMES  # frames < threshold_low in a row to end it
     stats: object = None  # TrainStats, for explanations (None: no explanation)
     speeds: SpeedStats | None = None
+    weights: object = None  # ScoreConfig: the cues the score weighs (None: every computed cue may explain)
     _run: list = field(default_factory=list)  # (frame, time, result) of the current run >= threshold
     _open: _Open | None = None
     _below: int = 0
@@ -131,7 +136,7 @@ class EventDetector:
     def _explain(self, r) -> dict | None:
         if self.stats is None or r.top is None:
             return None
-        return explain(r, r.top, self.stats, self.speeds)
+        return explain(r, r.top, self.stats, self.speeds, self.weights)
 
     def push(self, frame: int, time_s: float, r) -> list[dict]:
         """Feed one frame (its index, time and :class:`~amsrc.live.stream.FrameResult`); returns event lines (dicts)."""

@@ -246,7 +246,7 @@ def score_source(detector, source, frames_out, *, fmt: str = "jsonl", events_out
     events = None
     if thr is not None:
         events = EventDetector(thr.value, thr.low, min_frames, end_frames, stats=detector.train_stats_,
-                               speeds=None if foot is None else foot.speed_stats)
+                               speeds=None if foot is None else foot.speed_stats, weights=detector.preset_.score)
     else:
         warn("note: this model has no threshold (written by `amsrc train`, not `amsrc fit`): "
              "scores only, no yes/no and no events")
