@@ -263,6 +263,11 @@ def test_motion_memory_in_the_checkpoint(clips, tmp_path):
     s_m = motion_rarity(m, ck.motion_bank, 3, groups, bank_groups).double().numpy()
     assert ck.train_stats.s_m_mean == pytest.approx(s_m.mean(), rel=1e-4)
     assert ck.train_stats.s_m_std == pytest.approx(s_m.std(), rel=1e-3)
+    # the memory is built after the last epoch: a finished run resumed with other memory settings keeps
+    # its weights and gets the new memory
+    ck2 = Checkpoint.load(train_model(clips, tiny_preset(epochs=1, bank_size=60, bank_k=3), tmp_path, resume=True,
+                                      progress=False))
+    assert ck2.motion_bank.shape[0] == 60 and _states_equal(ck2.model, ck.model)
     # one clip: its 4 consecutive parts are the groups
     one = memory_groups(CubeSet(clips[:1], 1, 32))
     assert np.bincount(one).tolist() == [23, 22, 23, 22] and np.all(np.diff(one) >= 0)

@@ -90,7 +90,8 @@ class CubeSet:
 
 
 # ---------------------------------------------------------------- resume
-_RESUME_MAY_CHANGE = {"name", "train.epochs", "train.threads"}  # settings a resumed run may change
+# settings a resumed run may change (the memory is built after the last epoch, so its settings too)
+_RESUME_MAY_CHANGE = {"name", "train.epochs", "train.threads", "train.bank_size", "train.bank_k"}
 
 
 # ---------------------------------------------------------------- log
@@ -203,6 +204,7 @@ def train_model(data, preset: Preset, out_dir: Path, resume: bool = False, devic
     if memory is not None:
         bank, m_mean, m_std = memory
         stats = dataclasses.replace(stats, s_m_mean=m_mean, s_m_std=m_std)
+    if memory is not None and d.main:
         log.info(f"S_m memory: {len(bank)} of {n} training objects; S_m over the training objects "
                  f"(against the other clips') mean {m_mean:.4f}, std {m_std:.4f}")
     if d.main:
