@@ -251,7 +251,7 @@ def test_motion_memory_in_the_checkpoint(clips, tmp_path):
     ck = Checkpoint.load(path)
     model = ck.build_model(source=path)
     assert ck.motion_bank.shape == (150, preset.model.widths[3]) and ck.motion_bank.dtype == np.float32
-    m = np.concatenate([object_scores(model, a, f, preset.model.flow_scale, need_pred=False, keep_m=True).s_m
+    m = np.concatenate([object_scores(model, a, f, preset.model.flow_scale, need_pred=False, keep_m=True).m
                         for a, f in clips])
     assert m.shape == (200, preset.model.widths[3])
     # every memory entry is one training cube's pooled motion bottleneck

@@ -38,7 +38,7 @@ from amsrc import __version__
 from amsrc.errors import ConfigError, DataError
 from amsrc.model.inputs import FLOW_CHANNELS, check_cubes, to_tensors
 from amsrc.prepare.cubes import T_APPEARANCE
-from amsrc.scoring import cue_scores, object_scores
+from amsrc.scoring import cue_scores, nearest_mean_distance, object_scores
 from amsrc.training.checkpoint import Checkpoint
 from amsrc.utils import atomic_path
 
@@ -84,8 +84,8 @@ class ExportCheck:
 
 def _plain_outputs(model, bank: np.ndarray | None = None, k: int = 5):
     """``model`` wrapped so forward returns a tuple (pred, x, y, m), or (pred, x) for the baseline (y None);
-    with ``bank`` (S_m's memory, (K, w3)), S_m too: (pred, x, y, m, s_m), in the matrix-product form of
-    :func:`amsrc.scoring.motion_rarity`."""
+    with ``bank`` (S_m's memory, (K, w3)), S_m too: (pred, x, y, m, s_m), by the function
+    :func:`amsrc.scoring.motion_rarity` uses."""
 
     class PlainOutputs(torch.nn.Module):
         def __init__(self, net):
@@ -100,9 +100,7 @@ def _plain_outputs(model, bank: np.ndarray | None = None, k: int = 5):
                 return out.pred, out.x
             if self.bank is None:
                 return out.pred, out.x, out.y, out.m
-            d2 = (out.m * out.m).sum(1, keepdim=True) + (self.bank * self.bank).sum(1)[None] - 2 * out.m @ self.bank.T
-            s_m = d2.clamp_min(0).sqrt().topk(self.k, dim=1, largest=False).values.mean(1)
-            return out.pred, out.x, out.y, out.m, s_m
+            return out.pred, out.x, out.y, out.m, nearest_mean_distance(out.m, self.bank, self.k)
 
     return PlainOutputs(model)
 
@@ -195,13 +193,15 @@ class OnnxRuntimeNet:
         _require("onnxruntime")  # a missing runtime is named before the conversion is paid for
         return cls(onnx_model(model, preset, stats).SerializeToString(), threads)
 
-    def run(self, app_in: torch.Tensor, flow_in: torch.Tensor):
+    def outputs_of(self, app_in: torch.Tensor, flow_in: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every output of the graph for one batch, by name, as torch tensors (one ONNX Runtime call)."""
         feed = {"app_in": np.ascontiguousarray(app_in.cpu().numpy()),
                 "flow_in": np.ascontiguousarray(flow_in.cpu().numpy())}
-        got = dict(zip(self.outputs, self.session.run(self.outputs, feed)))
-        y, m = got.get("y"), got.get("m")
-        return (torch.from_numpy(got["x"]), None if y is None else torch.from_numpy(y), torch.from_numpy(got["pred"]),
-                None if m is None else torch.from_numpy(m))
+        return {k: torch.from_numpy(v) for k, v in zip(self.outputs, self.session.run(self.outputs, feed))}
+
+    def run(self, app_in: torch.Tensor, flow_in: torch.Tensor):
+        got = self.outputs_of(app_in, flow_in)
+        return got["x"], got.get("y"), got["pred"], got.get("m")
 
 
 def random_cubes(n: int, cube_size: int, channels: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -265,12 +265,15 @@ def check_onnx(onnx_path: str | Path, model_path: str | Path, appearance=None, f
         app_in, target, flow_in = to_tensors(app_b, flow_b, fs)
         with torch.inference_mode():
             ref_out = model(app_in, flow_in)
-        x, y, pred, m = net.run(app_in, flow_in)
+        got = net.outputs_of(app_in, flow_in)
+        x, y, pred, m = got["x"], got.get("y"), got["pred"], got.get("m")
         if (ref_out.y is None) != (y is None):
             raise DataError(onnx_path, f"the ONNX graph's outputs {net.outputs} do not match the model variant "
                                        f"{preset.model.variant!r}")
-        f, p, mr = cue_scores(pred, target, x, y, m, None if ck.motion_bank is None else torch.from_numpy(ck.motion_bank),
-                             preset.train.bank_k)
+        # S_m: the graph's own where it has one (its memory is a constant of the file), else from its m
+        bank = None if ck.motion_bank is None or "s_m" in got else torch.from_numpy(ck.motion_bank)
+        f, p, mr = cue_scores(pred, target, x, y, m, bank, preset.train.bank_k)
+        mr = got.get("s_m", mr)
         s_f, s_p = f.numpy(), p.numpy()
         pairs = {"pred": (pred, ref_out.pred), "x": (x, ref_out.x)}
         if ref_out.y is not None:
@@ -281,8 +284,6 @@ def check_onnx(onnx_path: str | Path, model_path: str | Path, appearance=None, f
         d_f = float(np.abs(s_f - ref.s_f).max())
         d_p = float(np.abs(s_p - ref.s_p).max())
         cues = [(s_f, ref.s_f), (s_p, ref.s_p)]
-        if "s_m" in net.outputs:  # the graph's own S_m (its memory is a constant of the file)
-            mr = torch.from_numpy(net.session.run(["s_m"], {"app_in": app_in.numpy(), "flow_in": flow_in.numpy()})[0])
         if mr is not None:
             cues.append((mr.numpy(), ref.s_m))
             diffs["s_m"] = max(diffs.get("s_m", 0.0), float(np.abs(mr.numpy() - ref.s_m).max()))

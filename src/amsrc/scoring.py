@@ -117,6 +117,19 @@ class ObjectScores(NamedTuple):
     s_m: np.ndarray | None = None  # (N,) float32 motion rarity; NaN without a memory (bank) or motion stream
     pred: np.ndarray | None = None  # (N, C, S, S) float32 predicted frame t, with keep_pred=True
     target: np.ndarray | None = None  # (N, C, S, S) float32 frame t, with keep_pred=True
+    m: np.ndarray | None = None  # (N, w3) float32 pooled motion bottlenecks, with keep_m=True (None: baseline)
+
+
+def nearest_mean_distance(m: torch.Tensor, bank: torch.Tensor, k: int,
+                          left_out: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, D) rows, (K, D) bank -> (B,) mean Euclidean distance of each row to its ``k`` nearest bank rows,
+    leaving out those where ``left_out`` (B, K) is True. Plain tensor operations in the matrix-product
+    form |m|^2 + |b|^2 - 2 m.b, so the ONNX export traces this same function (:mod:`amsrc.export`)."""
+    d2 = (m * m).sum(1, keepdim=True) + (bank * bank).sum(1)[None] - 2 * m @ bank.T
+    d = d2.clamp_min(0).sqrt()
+    if left_out is not None:
+        d = d.masked_fill(left_out, float("inf"))
+    return d.topk(k, dim=1, largest=False).values.mean(1)
 
 
 def motion_rarity(m: Any, bank: Any, k: int, groups: Any = None, bank_groups: Any = None,
@@ -126,8 +139,9 @@ def motion_rarity(m: Any, bank: Any, k: int, groups: Any = None, bank_groups: An
     not use the bank rows of its own group (a training object against the memory of the other clips);
     each row must keep at least ``k`` of them.
 
-    The distances come from ``torch.cdist`` (matrix-product form, float32): they agree with an exact
-    computation within ~1e-4 relative, and within ~5e-3 absolute near 0 (a square root of rounding).
+    The distances come from :func:`nearest_mean_distance` (matrix-product form, float32): they agree
+    with an exact computation within ~1e-4 relative, and within ~5e-3 absolute near 0 (a square root
+    of rounding).
     """
     m = torch.as_tensor(m, dtype=torch.float32)
     bank = torch.as_tensor(bank, dtype=torch.float32, device=m.device)
@@ -143,10 +157,8 @@ def motion_rarity(m: Any, bank: Any, k: int, groups: Any = None, bank_groups: An
         bank_groups = torch.as_tensor(np.asarray(bank_groups), device=m.device)
     out = torch.empty(m.shape[0], dtype=torch.float32, device=m.device)
     for i in range(0, m.shape[0], chunk):
-        d = torch.cdist(m[i:i + chunk], bank).clamp_min_(0.0)
-        if groups is not None:
-            d = d.masked_fill(groups[i:i + chunk, None] == bank_groups[None, :], float("inf"))
-        out[i:i + chunk] = d.topk(k, dim=1, largest=False).values.mean(1)
+        left_out = None if groups is None else groups[i:i + chunk, None] == bank_groups[None, :]
+        out[i:i + chunk] = nearest_mean_distance(m[i:i + chunk], bank, k, left_out)
     if not bool(torch.isfinite(out).all()):
         raise ValueError(f"motion_rarity: a row has fewer than k = {k} memory entries outside its own group")
     return out
@@ -180,7 +192,7 @@ def object_scores(model: torch.nn.Module, appearance, flow, flow_scale: float, b
     ``run(app_in, flow_in)`` gives (x, y, pred, m) on the CPU); the scores come from the same formulas.
     ``bank`` (K, w3): the training objects' pooled motion bottlenecks (the model's memory), ``bank_k``
     the k of S_m; without a bank (or a motion stream) S_m is NaN.
-    ``keep_m``: return the pooled motion bottlenecks (N, w3) in place of S_m (to build a memory).
+    ``keep_m``: also return the pooled motion bottlenecks (N, w3) as ``m`` (to build a memory).
     """
     n = check_cubes(appearance, flow)
     s_f = np.zeros(n, np.float32)
@@ -221,7 +233,7 @@ def object_scores(model: torch.nn.Module, appearance, flow, flow_scale: float, b
                     out = model(app_in, flow_in) if need_pred else model.encode(app_in, flow_in)
                     x, y, pred, m = out.x, out.y, out.pred, out.m
                     target = target.to(dev, non_blocking=True) if need_pred else None
-                f, p, r = cue_scores(pred, target, x, y, m, None if keep_m else bank, bank_k)
+                f, p, r = cue_scores(pred, target, x, y, m, bank, bank_k)
                 s_f[i:j] = f.float().cpu().numpy()
                 if p is not None:
                     s_p[i:j] = p.float().cpu().numpy()
@@ -235,11 +247,8 @@ def object_scores(model: torch.nn.Module, appearance, flow, flow_scale: float, b
     finally:
         if switch:
             model.train(was_training)
-    if keep_m:
-        s_m = np.concatenate(ms) if ms else None
-    if keep_pred:
-        return ObjectScores(s_f, s_p, s_m, np.concatenate(preds), np.concatenate(targets))
-    return ObjectScores(s_f, s_p, s_m)
+    return ObjectScores(s_f, s_p, s_m, np.concatenate(preds) if keep_pred else None,
+                        np.concatenate(targets) if keep_pred else None, np.concatenate(ms) if ms else None)
 
 
 # ---------------------------------------------------------------- object scores -> frame scores

@@ -86,10 +86,8 @@ def cue_clips(detector, clips: list[ClipScores]) -> dict[str, list[ClipScores]]:
     st = detector.train_stats_
     out: dict[str, list] = {}
     for cue, (w_f, w_p, w_m) in {"S_f": (1.0, 0.0, 0.0), "S_p": (0.0, 1.0, 0.0), "S_m": (0.0, 0.0, 1.0)}.items():
-        values = [{"S_f": c.s_f, "S_p": c.s_p, "S_m": c.s_m}[cue] for c in clips]
+        values = [getattr(c, cue.lower()) for c in clips]
         if cue == "S_f" and detector.preset_.model.variant == "baseline":
-            continue
-        if cue == "S_m" and st.s_m_mean is None:
             continue
         if any(v is None or not np.all(np.isfinite(v)) for v in values) or any(c.offsets is None for c in clips):
             continue

@@ -42,9 +42,8 @@ def explain(result, k: int, stats, speeds: SpeedStats | None, weights=None) -> d
     ``weights`` (a ScoreConfig): only the cues the score weighs (and speed) can be the cue; None: every computed one."""
     z_f = float(zscore(result.s_f[k], stats.s_f_mean, stats.s_f_std))
     z_p = float(zscore(result.s_p[k], stats.s_p_mean, stats.s_p_std))  # NaN: S_p not computed (w_p = 0)
-    s_m = getattr(result, "s_m", None)
-    z_m = (float(zscore(s_m[k], stats.s_m_mean, stats.s_m_std))  # NaN: no memory
-           if s_m is not None and stats.s_m_mean is not None else float("nan"))
+    z_m = (float(zscore(result.s_m[k], stats.s_m_mean, stats.s_m_std))  # NaN: S_m not computed
+           if result.s_m is not None and stats.s_m_mean is not None else float("nan"))
     sp = float(result.speed[k])
     has_p, has_m = bool(np.isfinite(z_p)), bool(np.isfinite(z_m))
     out = {"z_s_f": round(z_f, 3), "z_s_p": round(z_p, 3) if has_p else None,

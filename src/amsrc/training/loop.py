@@ -314,7 +314,7 @@ def motion_memory(model: torch.nn.Module, cubes: CubeSet, flow_scale: float, siz
     if size <= 0 or getattr(model, "motion", None) is None:
         return None
     feats = [object_scores(model, a, f, flow_scale, batch_size=batch_size, device=str(dev), need_pred=False,
-                           keep_m=True).s_m for a, f in cubes.ranges(0, len(cubes))]
+                           keep_m=True).m for a, f in cubes.ranges(0, len(cubes))]
     m = np.concatenate(feats).astype(np.float32)
     groups = memory_groups(cubes)
     n = len(m)
