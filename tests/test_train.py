@@ -263,6 +263,16 @@ def test_motion_memory_in_the_checkpoint(clips, tmp_path):
     s_m = motion_rarity(m, ck.motion_bank, 3, groups, bank_groups).double().numpy()
     assert ck.train_stats.s_m_mean == pytest.approx(s_m.mean(), rel=1e-4)
     assert ck.train_stats.s_m_std == pytest.approx(s_m.std(), rel=1e-3)
+    # scoring computes S_m only where the score weighs it (w_m = 0 here), or when asked (evaluation reports it)
+    from amsrc.detector import AMSRC
+
+    det = AMSRC.load(path, engine="torch")
+    a, f = clips[0]
+    lean, full = det.score_cubes(a[:20], f[:20]), det.score_cubes(a[:20], f[:20], need_m=True)
+    assert np.isnan(lean.s_m).all() and np.isfinite(full.s_m).all()
+    np.testing.assert_array_equal(lean.combined, full.combined)
+    ref = object_scores(model, a[:20], f[:20], preset.model.flow_scale, bank=ck.motion_bank, bank_k=3).s_m
+    np.testing.assert_allclose(full.s_m, ref, rtol=1e-6)
     # the memory is built after the last epoch: a finished run resumed with other memory settings keeps
     # its weights and gets the new memory
     ck2 = Checkpoint.load(train_model(clips, tiny_preset(epochs=1, bank_size=60, bank_k=3), tmp_path, resume=True,

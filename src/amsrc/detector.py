@@ -129,12 +129,15 @@ class AMSRC:
         if not hasattr(self, "model_"):
             raise ConfigError("this AMSRC is not fitted: call fit(...) or AMSRC.load(path) first")
 
-    def score_cubes(self, appearance, flow, need_pred: bool = True, inputs=None) -> CubeScores:
+    def score_cubes(self, appearance, flow, need_pred: bool = True, inputs=None,
+                    need_m: bool | None = None) -> CubeScores:
         """Combined, S_f, S_p and S_m scores of cubes: appearance (N,5,S,S,C) uint8, flow (N,4,S,S,2) float16.
 
         ``need_pred=False`` skips the decoder (allowed only when the preset's w_p is 0, so the combined
         score does not use S_p): the combined score, S_f and S_m are the same, S_p is NaN (not computed).
-        S_m is NaN for a model without a memory of its training objects.
+        S_m is NaN for a model without a memory of its training objects, and, unless ``need_m``, when the
+        score does not weigh it (w_m = 0: live scoring does not pay for a cue it does not use; evaluation
+        asks for it, to report it). ``need_m`` None: only when w_m != 0.
         ``inputs``: the cubes' network inputs made ahead by :meth:`network_inputs` (same scores).
         """
         self._check_fitted()
@@ -145,7 +148,8 @@ class AMSRC:
             raise ConfigError(f"need_pred=False needs score weight w_p = 0 (the preset has w_p = {p.score.w_p})")
         os_ = object_scores(self.model_, appearance, flow, p.model.flow_scale, device=self.device,
                             need_pred=need_pred, inputs=inputs, engine=self._engine(),
-                            bank=getattr(self, "motion_bank_", None), bank_k=p.train.bank_k)
+                            bank=getattr(self, "motion_bank_", None) if need_m or p.score.w_m != 0 else None,
+                            bank_k=p.train.bank_k)
         # with w_p = 0 combine() leaves S_p out; zeros stand in for the NaN of an uncomputed S_p
         s_p = os_.s_p if need_pred else np.zeros_like(os_.s_p)
         comb = combine(os_.s_f, s_p, self.train_stats_, p.score.w_f, p.score.w_p, os_.s_m, p.score.w_m)
@@ -236,7 +240,7 @@ class AMSRC:
     def score_clip(self, clip) -> ClipScores:
         """Scores of one :class:`~amsrc.prepare.store.ClipCubes`."""
         self._check_fitted()
-        sc = self.score_cubes(clip.appearance, clip.flow)
+        sc = self.score_cubes(clip.appearance, clip.flow, need_m=True)
         return clip_scores(clip, sc.combined, sc.s_f, sc.s_p, self.empty_score_, self.preset_.score, sc.s_m)
 
     def score_store(self, store, split: str = "testing") -> list[ClipScores]:

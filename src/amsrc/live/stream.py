@@ -58,7 +58,7 @@ class FrameResult:
     speed: np.ndarray  # (K,) float32 object_speeds: median flow magnitude, pixels/frame at the fitted size
     seconds: float  # processing time of this frame (flow, boxes, cubes, network, score), waits excluded
     cubes: FrameObjects | None = field(default=None, repr=False)  # the objects' cubes at the fitted size (error maps)
-    s_m: np.ndarray | None = None  # (K,) float32 raw motion rarity; NaN for a model without a memory
+    s_m: np.ndarray | None = None  # (K,) float32 raw motion rarity; NaN without a memory or when w_m = 0 (not computed)
 
     @property
     def top(self) -> int | None:
