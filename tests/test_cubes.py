@@ -156,3 +156,51 @@ def test_frames_of_different_sizes_raise_dataerror():
         ex.push(np.zeros((40, 64, 3), np.uint8))
     with pytest.raises(DataError, match="uint8 RGB"):
         ex.push(np.zeros((48, 64), np.uint8))
+
+
+def test_prepare_scale_works_on_a_smaller_frame_and_gives_source_pixels():
+    """scale 0.5: a 40 px square moving 4 px/frame over a 192x320 frame, real DIS flow and the "bg"
+    box method on a full-size background. The boxes come back in source pixels holding the square,
+    the flow reads ~4 px/frame (not 2), and the box detector saw a half-size frame."""
+    from amsrc.config import BoxConfig
+    from amsrc.prepare.cubes import boxes_to_source
+
+    h, w, size, speed, y0 = 192, 320, 40, 4, 76
+    frames = textured_scene(9, h, w, size, x0=40, y0=y0, speed=speed, seed=4)
+    rng = np.random.default_rng(4)  # textured_scene's background, without the square
+    background = cv2.GaussianBlur(rng.integers(0, 256, (h, w)).astype(np.uint8), (5, 5), 1.0) // 2 + 40
+    seen = []
+
+    class Spy:
+        def __init__(self, det):
+            self.det = det
+
+        def reset(self):
+            self.det.reset() if hasattr(self.det, "reset") else None
+
+        def __call__(self, prev, cur, flow):
+            seen.append((cur.shape, flow.shape))
+            return self.det(prev, cur, flow)
+
+    cfg = PrepareConfig(cube_size=32, scale=0.5, boxes=BoxConfig(method="bg", min_area=20, margin=2, close_w=3, close_h=3))
+    ex = CubeExtractor(cfg, background=background)
+    ex.box_detector = Spy(ex.box_detector)
+    out = [ex.push(f) for f in frames]
+    assert seen[0] == ((96, 160), (96, 160, 2))
+    obj = out[-1]
+    assert len(obj) == 1, obj.boxes
+    x = 40 + speed * 8
+    x0, y0b, x1, y1 = obj.boxes[0].tolist()
+    assert x0 <= x and y0b <= y0 and x1 >= x + size and y1 >= y0 + size  # holds the square, source pixels
+    assert x1 - x0 <= size + 12 and y1 - y0b <= size + 12
+    dx = np.median(obj.flow[0, -1, 12:20, 12:20, 0].astype(np.float32))
+    assert abs(dx - speed) < 0.5, dx
+    np.testing.assert_array_equal(boxes_to_source(np.array([[3, 4, 10, 11]]), 0.5, 20, 18), [[6, 8, 18, 20]])
+
+
+@pytest.mark.parametrize("scale", [0, 1.5, "half"])
+def test_bad_prepare_scale_is_a_config_error(scale):
+    from amsrc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="prepare scale"):
+        CubeExtractor(PrepareConfig(scale=scale), box_detector=FixedBoxes(lambda t: []), flow=zero_flow)

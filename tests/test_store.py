@@ -573,3 +573,15 @@ def test_background_needs_training_frames_of_one_size(data, tmp_path):
     mixed = DatasetIndex(index.root, index.layout, {"training": (*index.clips("training"), big)})
     with pytest.raises(DataError, match="one background needs one frame size"):
         run(mixed, tmp_path / "b", cfg=_bg_cfg())
+
+
+def test_prepare_scale_at_one_keeps_the_store_key_of_before():
+    """A store prepared before ``PrepareConfig.scale`` existed is still reused at scale 1.0; 0.5 rebuilds."""
+    import dataclasses
+
+    from amsrc.prepare.store import settings_hash
+
+    now = dataclasses.asdict(PrepareConfig())
+    before = {k: v for k, v in now.items() if k != "scale"}
+    assert settings_hash(now) == settings_hash(before)
+    assert settings_hash({**now, "scale": 0.5}) != settings_hash(before)

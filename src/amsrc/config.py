@@ -78,6 +78,11 @@ class PrepareConfig:
     boxes: BoxConfig = field(default_factory=BoxConfig)  # foreground boxes at t
     cube_size: int = 32  # side of each resized crop
     channels: int = 1  # 1 = grey appearance crops, 3 = RGB
+    # frames are resized by this factor (cv2 INTER_AREA) before the flow, the boxes and the crops, so
+    # those stages cost ~scale^2 as much on large frames; box settings (kernel, areas, margin) are in
+    # the resized frame's pixels, while the boxes and flow vectors the cubes carry are in the source
+    # frame's pixels. 1.0: frames as they come
+    scale: float = 1.0
 
 
     @classmethod

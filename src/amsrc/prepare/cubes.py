@@ -59,6 +59,23 @@ def _check_cfg(cfg: PrepareConfig) -> None:
         raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {cfg.channels}")
     if not isinstance(cfg.cube_size, int) or cfg.cube_size < 4:
         raise ConfigError(f"cube_size must be an integer >= 4, got {cfg.cube_size!r}")
+    if not isinstance(cfg.scale, (int, float)) or not 0.1 <= cfg.scale <= 1.0:
+        raise ConfigError(f"prepare scale must be a number in [0.1, 1] (the factor frames are resized by "
+                          f"before flow, boxes and crops), got {cfg.scale!r}")
+
+
+def scaled_size(h: int, w: int, scale: float) -> tuple[int, int]:
+    """(h, w) of a frame resized by ``scale`` (PrepareConfig.scale), at least 1 x 1."""
+    return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+
+
+def boxes_to_source(boxes: np.ndarray, scale: float, h: int, w: int) -> np.ndarray:
+    """(K, 4) boxes of a frame resized by ``scale`` -> boxes of the h x w source frame that hold
+    them (x0, y0 rounded down, x1, y1 up, clipped to the frame)."""
+    b = np.asarray(boxes, np.float64) / scale
+    out = np.stack([np.floor(b[:, 0]), np.floor(b[:, 1]), np.ceil(b[:, 2]), np.ceil(b[:, 3])], 1)
+    out = np.clip(out, 0, [w, h, w, h]).astype(np.int32)
+    return out.reshape(-1, 4)
 
 
 def _appearance_plane(frame: np.ndarray, channels: int) -> np.ndarray:
@@ -150,6 +167,10 @@ class CubeExtractor:
     ``flow`` / ``box_detector`` default to ``make_flow(cfg.flow)`` / ``make_box_detector(cfg.boxes,
     background)`` (``background``: the training background box method "bg" needs);
     passing others is for tests and plug-ins.
+
+    With ``cfg.scale`` < 1 every frame is first resized by it; flow, boxes and crops work on the
+    resized frame, and the returned boxes and flow vectors are mapped back to the source frame's
+    pixels (boxes: the source box holding the resized one; flow: divided by the scale).
     """
 
     def __init__(
@@ -164,6 +185,9 @@ class CubeExtractor:
         if flow is None:
             flow = make_flow(cfg.flow)
         if box_detector is None:
+            if background is not None and cfg.scale != 1:
+                bh, bw = scaled_size(*np.asarray(background).shape[:2], cfg.scale)
+                background = cv2.resize(np.asarray(background), (bw, bh), interpolation=cv2.INTER_AREA)
             box_detector = make_box_detector(cfg.boxes, background)
         self.flow = flow
         self.box_detector = box_detector
@@ -196,6 +220,9 @@ class CubeExtractor:
                 f"frame {t} is {frame_rgb.shape[1]}x{frame_rgb.shape[0]} but frame 0 of this stream was "
                 f"{w0}x{h0} (all frames of a clip must have one size)",
             )
+        if self.cfg.scale != 1:
+            h, w = scaled_size(*frame_rgb.shape[:2], self.cfg.scale)
+            frame_rgb = cv2.resize(frame_rgb, (w, h), interpolation=cv2.INTER_AREA)
         gray = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY)
         plane = gray if self.cfg.channels == 1 else frame_rgb
         boxes = None
@@ -223,6 +250,9 @@ class CubeExtractor:
             h, w = gray.shape
             boxes = sanitize_boxes(boxes, h, w)
             appearance, flow16 = crop_cubes(self._planes, self._flows, boxes, self.cfg)
+            if self.cfg.scale != 1:
+                boxes = boxes_to_source(boxes, self.cfg.scale, *self._shape[:2])
+                flow16 = (flow16.astype(np.float32) / self.cfg.scale).astype(np.float16)
             out = FrameObjects(t=t, boxes=boxes, appearance=appearance, flow=flow16)
         self.seconds["crops"] += time.perf_counter() - t0
         return out

@@ -68,8 +68,14 @@ def _strip_threads(d: Any) -> Any:
     return d
 
 
+# Top-level prepare settings added after stores existed, with the value that reproduces the cubes of
+# before: left out of the hash at that value, so adding them did not rebuild every store.
+_NEUTRAL = {"scale": 1.0}
+
+
 def settings_hash(settings: dict) -> str:
     """Hash of the preprocessing settings that change the cubes (thread counts excluded)."""
+    settings = {k: v for k, v in settings.items() if not (k in _NEUTRAL and v == _NEUTRAL[k])}
     blob = json.dumps(
         {"settings": _strip_threads(settings), "cube_format": CUBE_FORMAT, "store_format": STORE_FORMAT},
         sort_keys=True,
