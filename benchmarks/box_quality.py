@@ -4,6 +4,7 @@
     python benchmarks/box_quality.py ROOT --fit-perspective     # the size model's numbers, from training
     python benchmarks/box_quality.py ROOT --flow-table [--val VAL --out runs/flows]   # flow methods: error, speed (velocity)
     python benchmarks/box_quality.py --sources --val VAL --out runs/boxes   # box sources, val then test
+    python benchmarks/box_quality.py --sources --val VAL --only mdiff      # only the sources named so
 
 Default run: streams every clip of every split through the preset's flow and box detector (the
 same calls as ``CubeExtractor.push``) and prints, per split, boxes per frame, box area median /
@@ -20,7 +21,9 @@ box height on the box's bottom row gives ``height = slope * (row - horizon)``.
 ``--sources`` compares box sources (``SOURCES``: the preset's boxes with a few fields replaced). Each
 is prepared (2 workers) on the injected validation set ``--val`` (`amsrc data inject ROOT --holdout 4
 --seed 0 --fps 10`) and on ROOT; per set it reports the box recall of the labelled objects, boxes per
-frame, prepare frames/s, the ``velocity`` and ``copy-last`` baselines (frame micro AUROC raw, and with a
+frame, the share of the boxes on a labelled object that hold less than half of its mask pixels
+(fragments: a head, a wheel; ``amsrc.prepare.recall.fragment_counts``), prepare frames/s, the
+``velocity`` and ``copy-last`` baselines (frame micro AUROC raw, and with a
 Gaussian of sigma 3 with the first 4 frames of each clip left out) and, on the validation set only,
 the coverage of the moving pixels of its NORMAL frames from frame 4 on (|I_t - I_t-1| > 18 after a
 2x2 opening: the share inside a box), a recall with no labels. The validation columns are what chooses; ROOT's test
@@ -348,6 +351,23 @@ def _motion_coverage(store, index, split: str = "testing") -> float:
     return inside_n / max(moving_n, 1)
 
 
+def _fragments(store, index, split: str = "testing") -> dict:
+    """Boxes of ``split`` lying on an anomalous object (holding >= 20 of its mask pixels), and the share
+    of them holding less than half of that object's pixels (fragments: a head, a wheel), from frame 4 on."""
+    from amsrc.prepare.recall import fragment_counts
+
+    frag = on = 0
+    for clip in index.clips(split):
+        if clip.masks is None:
+            continue
+        c = store.load(split, clip.name)
+        for t in np.flatnonzero(c.offsets[1:] > c.offsets[:-1]):
+            f, o = fragment_counts(np.asarray(clip.masks.read(int(t))), c.boxes[c.offsets[t]:c.offsets[t + 1]])
+            frag += f
+            on += o
+    return {"boxes_on_objects": on, "fragment_share": frag / on if on else float("nan")}
+
+
 def _source_row(root: Path, preset, out: Path, coverage: bool) -> dict:
     from amsrc.config import ScoreConfig
     from amsrc.data.layouts import load_dataset
@@ -373,6 +393,7 @@ def _source_row(root: Path, preset, out: Path, coverage: bool) -> dict:
         smoothed = [smooth(c.frame_raw, cfg)[PAPER_DROP:] for c in clips]
         row[name] = {"raw": micro_auroc([c.frame_raw for c in clips], [c.labels for c in clips]),
                      "smoothed_drop4": micro_auroc(smoothed, [c.labels[PAPER_DROP:] for c in clips])}
+    row.update(_fragments(store, index))
     if coverage:
         row["motion_coverage"] = _motion_coverage(store, index)
     return row
@@ -390,17 +411,21 @@ def _val_rows(vals: list[Path], preset, out: Path, coverage: bool) -> dict:
     return {"mean": mean(list(sets.values())), "sets": sets}
 
 
-def compare_sources(root: Path, vals: list[Path], preset_name: str, out: Path) -> dict:
+def compare_sources(root: Path, vals: list[Path], preset_name: str, out: Path, names: list[str] | None = None) -> dict:
     rows = {}
     for name, fields in SOURCES.items():
+        if names is not None and name not in names:
+            continue
         preset = _preset_with(preset_name, "boxes", fields)
         rows[name] = {"fields": fields, "val": _val_rows(vals, preset, out, True),
                       "test": _source_row(root, preset, out / "test", False)}
         r = rows[name]
         v = r["val"]["mean"]
-        print(f"| {name} | {v['recall']:.3f} | {v['motion_coverage']:.3f} | {v['boxes_per_frame']:.2f} | "
+        print(f"| {name} | {v['recall']:.3f} | {v['motion_coverage']:.3f} | {v['fragment_share']:.3f} | "
+              f"{v['boxes_per_frame']:.2f} | "
               f"{100 * v['velocity']['smoothed_drop4']:.1f} | {100 * v['copy-last']['smoothed_drop4']:.1f} | "
-              f"{r['test']['recall']:.4f} | {r['test']['boxes_per_frame']:.2f} | {r['test']['frames_per_s']:.0f} | "
+              f"{r['test']['recall']:.4f} | {r['test']['fragment_share']:.3f} | {r['test']['boxes_per_frame']:.2f} | "
+              f"{r['test']['frames_per_s']:.0f} | "
               f"{100 * r['test']['velocity']['raw']:.1f} | {100 * r['test']['velocity']['smoothed_drop4']:.1f} | "
               f"{100 * r['test']['copy-last']['smoothed_drop4']:.1f} |", flush=True)
     return rows
@@ -481,16 +506,24 @@ def main(argv=None) -> int:
                     help="with --sources (needed) or --flow-table (adds the velocity columns): an injected validation set "
                     "(amsrc data inject); give it several times (other --seed) and the validation columns are their mean")
     ap.add_argument("--out", default="runs/boxes", help="with --sources: where the cube stores go (reused)")
+    ap.add_argument("--only", action="append", default=None,
+                    help="with --sources: only the sources whose name holds this text (repeatable)")
     ap.add_argument("--picture", default=None, help="write the box pipeline on one test frame to this PNG")
     ap.add_argument("--picture-frame", default="02:100", help="with --picture: CLIP:T, a test clip and a 0-based frame")
     args = ap.parse_args(argv)
     if args.sources:
         if not args.val:
             ap.error("--sources needs --val (an injected validation set)")
-        print("| source | val recall | val motion coverage | val boxes/frame | val velocity | val copy-last | test recall | "
-              "test boxes/frame | prepare frames/s | test velocity raw | test velocity | test copy-last |")
-        print("|---" * 12 + "|")
-        rows = compare_sources(Path(args.root), [Path(v) for v in args.val], args.preset, Path(args.out))
+        print("| source | val recall | val motion coverage | val fragments | val boxes/frame | val velocity | val copy-last | "
+              "test recall | test fragments | test boxes/frame | prepare frames/s | test velocity raw | test velocity | "
+              "test copy-last |")
+        print("|---" * 14 + "|")
+        names = None
+        if args.only:
+            names = [n for n in SOURCES if any(o in n for o in args.only)]
+            if not names:
+                ap.error(f"--only {args.only}: no source of SOURCES matches ({'; '.join(SOURCES)})")
+        rows = compare_sources(Path(args.root), [Path(v) for v in args.val], args.preset, Path(args.out), names)
         if args.json:
             from amsrc.utils import write_json_atomic
 

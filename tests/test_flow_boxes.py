@@ -557,3 +557,17 @@ def test_detector_plugin_errors_name_the_file(tmp_path):
     g = np.zeros((H, W), np.uint8)
     with pytest.raises(ConfigError, match=r"\(1, 3, 32, 32\) input"):  # the model wants 64x64
         make_box_detector(BoxConfig(method="det", detector_onnx=path, detector_size=32))(g, g)
+
+
+def test_fragment_counts_from_a_pixel_mask():
+    """Two objects: one boxed whole, one cut in a head box (a fragment) and a legs box (>= half)."""
+    from amsrc.prepare.recall import fragment_counts
+
+    mask = np.zeros((100, 100), np.uint8)
+    mask[10:50, 10:20] = 1  # 400 px, boxed whole
+    mask[10:70, 60:70] = 1  # 600 px: head 10:25 (150 px), legs 25:70 (450 px)
+    boxes = np.array([[8, 8, 22, 52], [58, 8, 72, 25], [58, 25, 72, 70], [80, 80, 95, 95]])
+    assert fragment_counts(mask, boxes) == (1, 3)  # the last box holds no object
+    assert fragment_counts(mask, boxes[:1]) == (0, 1)
+    assert fragment_counts(np.zeros_like(mask), boxes) == (0, 0)
+    assert fragment_counts(mask, np.array([[60, 10, 62, 11]])) == (0, 0)  # 2 px of an object: not on it

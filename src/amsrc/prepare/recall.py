@@ -67,3 +67,28 @@ def box_labels(mask: np.ndarray, boxes: np.ndarray, min_px: int = OBJECT_MIN_PX)
         n = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
         out[i] = n >= min_px
     return out
+
+
+def fragment_counts(mask: np.ndarray, boxes: np.ndarray, min_px: int = OBJECT_MIN_PX,
+                    min_share: float = 0.5) -> tuple[int, int]:
+    """(fragments, boxes on objects) of one frame. A box is on an object when it holds at least
+    ``min_px`` pixels of one of the mask's components (8-connected, >= ``min_px`` pixels: the objects
+    of :func:`anomalous_objects`); it is a fragment when it holds less than ``min_share`` of the pixels
+    of the object it holds most of (a head, a wheel, half a walker)."""
+    fg = (np.asarray(mask) != 0).astype(np.uint8)
+    if not fg.any():
+        return 0, 0
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    area = stats[:, cv2.CC_STAT_AREA]
+    h, w = fg.shape
+    fragments = on = 0
+    for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.int64).reshape(-1, 4):
+        inside = np.bincount(lab[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)].ravel(), minlength=n)
+        inside[0] = 0
+        inside[area < min_px] = 0
+        j = int(np.argmax(inside))
+        if inside[j] < min_px:
+            continue
+        on += 1
+        fragments += int(inside[j] < min_share * area[j])
+    return fragments, on
