@@ -182,3 +182,50 @@ def test_background_travels_from_store_to_checkpoint_to_live(setup, tmp_path):
     det.save(tmp_path / "none.pt")
     with pytest.raises(ConfigError, match="needs the background"):
         StreamScorer(AMSRC.load(tmp_path / "none.pt"))
+
+
+def test_border_slivers_left_out_of_the_frame_score_alike_offline_and_live(setup):
+    """score.edge_min_side: objects cut by the frame border are scored and reported but the frame max
+    skips them, in the one scoring path (store, live scorer, top object) alike."""
+    import copy
+
+    from amsrc.scoring import counted_objects
+
+    det = copy.deepcopy(setup["det"])
+    det.preset_.score.edge_min_side = 20
+    clip = setup["clip"]
+    assert clip.frame_size == (H, W)  # recorded by prepare
+    counted = counted_objects(clip.boxes, (H, W), 20)
+    assert (~counted).sum() >= 2 and counted.sum() >= 3  # the scene has slivers at the border and whole objects
+    est = det.score_clip(clip)
+    full = setup["det"].score_clip(clip)
+    np.testing.assert_array_equal(est.objects, full.objects)  # every object still scored
+    k = clip.offsets
+    for t in range(clip.n_frames):
+        keep = counted[k[t]:k[t + 1]]
+        want = est.objects[k[t]:k[t + 1]][keep].max() if keep.any() else det.empty_score_
+        assert est.frame_raw[t] == want
+    scorer = StreamScorer(det)
+    live = [scorer.push(f) for f in setup["frames"]]
+    np.testing.assert_allclose([r.raw for r in live], est.frame_raw, rtol=0, atol=BATCH_ATOL)
+    np.testing.assert_array_equal(np.concatenate([r.counted for r in live if len(r.boxes)]), counted)
+    for r in live:  # the top object (events, outputs) is the one that set the frame score
+        if r.top is not None:
+            assert r.counted[r.top] and r.object_scores[r.top] == pytest.approx(r.raw)
+    # the cue rows of evaluate use the same objects
+    cues = cue_clips(det, [est])
+    t = next(t for t in range(clip.n_frames) if not counted[k[t]:k[t + 1]].all() and counted[k[t]:k[t + 1]].any())
+    assert cues["S_p"][0].frame_raw[t] == cues["S_p"][0].objects[k[t]:k[t + 1]][counted[k[t]:k[t + 1]]].max()
+
+
+def test_frame_size_of_a_store_written_before_it_was_recorded(setup, tmp_path):
+    """Old stores hold no frame size: it is read from the clip's source; a missing source is a DataError."""
+    import dataclasses
+
+    from amsrc.errors import DataError
+
+    clip = dataclasses.replace(setup["clip"], frame_hw=None)
+    assert clip.frame_size == (H, W)
+    gone = dataclasses.replace(setup["clip"], frame_hw=None, source=str(tmp_path / "moved"))
+    with pytest.raises(DataError, match="moved"):
+        _ = gone.frame_size

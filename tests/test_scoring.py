@@ -266,3 +266,28 @@ def test_train_stats_with_and_without_s_m():
         TrainStats.from_dict({**STATS.to_dict(), "s_m_mean": 1.0}, source="m.pt")
     with pytest.raises(DataError, match="s_m_std"):
         TrainStats.from_dict({**STATS.to_dict(), "s_m_mean": 1.0, "s_m_std": -1.0}, source="m.pt")
+
+
+def test_counted_objects_leave_border_slivers_out_of_the_frame_max():
+    from amsrc.scoring import counted_objects, frame_scores
+
+    boxes = np.array([
+        [0, 10, 10, 50],    # left border, 10 px wide: a sliver
+        [0, 10, 30, 50],    # left border, 30 px wide: counts
+        [90, 20, 100, 60],  # right border (W = 100), 10 px: a sliver
+        [40, 0, 60, 8],     # top border, 8 px high: a sliver
+        [40, 72, 60, 80],   # bottom border (H = 80), 8 px: a sliver
+        [40, 30, 44, 34],   # inside, tiny: counts (the rule is about the border only)
+    ])
+    assert counted_objects(boxes, (80, 100), 16).tolist() == [False, True, False, False, False, True]
+    assert counted_objects(boxes, (80, 100), 0) is None
+    with pytest.raises(ConfigError, match="frame size"):
+        counted_objects(boxes, None, 16)
+    s = np.array([9.0, 1.0, 8.0, 7.0, 6.0, 2.0])
+    off = np.array([0, 2, 3, 6, 6])  # frames: {sliver, wide}, {sliver}, {3 objects}, {}
+    counted = counted_objects(boxes, (80, 100), 16)
+    np.testing.assert_array_equal(frame_scores(s, off, -1.0, counted=counted), [1.0, -1.0, 2.0, -1.0])
+    np.testing.assert_array_equal(frame_scores(s, off, -1.0, counted=None), [9.0, 8.0, 7.0, -1.0])
+    np.testing.assert_array_equal(frame_scores(s, off, -1.0, topk=2, counted=counted), [1.0, -1.0, 2.0, -1.0])
+    with pytest.raises(ValueError, match="counted"):
+        frame_scores(s, off, -1.0, counted=counted[:3])

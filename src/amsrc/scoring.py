@@ -293,15 +293,44 @@ def empty_frame_score(stats: TrainStats, w_f: float, w_p: float, w_m: float = 0.
     return float(combine(np.zeros(1), np.zeros(1), stats, w_f, w_p, np.zeros(1), w_m)[0])
 
 
-def frame_scores(object_scores: Any, offsets: Any, empty_score: float, topk: int = 1) -> np.ndarray:
+def counted_objects(boxes: Any, frame_size: tuple[int, int] | None, edge_min_side: int) -> np.ndarray | None:
+    """(K,) bool: the objects that count in the frame score (:attr:`ScoreConfig.edge_min_side`). An
+    object is left out when its box x0, y0, x1, y1 touches a border of the (H, W) frame and its side
+    across that border (the width at the left/right border, the height at the top/bottom) is shorter
+    than ``edge_min_side``: it is partly out of view. None (every object counts) when
+    ``edge_min_side`` is 0."""
+    if not edge_min_side:
+        return None
+    if frame_size is None:
+        raise ConfigError(f"score.edge_min_side = {edge_min_side} needs the frame size the boxes are in")
+    h, w = frame_size
+    b = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    cut = ((b[:, 0] <= 0) | (b[:, 2] >= w)) & (bw < edge_min_side)
+    cut |= ((b[:, 1] <= 0) | (b[:, 3] >= h)) & (bh < edge_min_side)
+    return ~cut
+
+
+def frame_scores(object_scores: Any, offsets: Any, empty_score: float, topk: int = 1,
+                 counted: Any = None) -> np.ndarray:
     """Frame score = max over the frame's objects (``topk`` > 1: the mean of its ``topk`` highest, or
     of all its objects when it has fewer); ``empty_score`` where a frame has none.
 
     object_scores (N,) float; offsets (n_frames + 1,) int with offsets[0] = 0, offsets[-1] = N,
     non-decreasing: the objects of frame t are ``object_scores[offsets[t]:offsets[t+1]]``.
+    ``counted`` (N,) bool (:func:`counted_objects`): objects that are False are left out, as if the
+    frame did not hold them; None: all count.
     Returns (n_frames,) float64.
     """
     s = _finite_1d(object_scores, "object_scores")
+    if counted is not None:
+        keep = np.asarray(counted, dtype=bool)
+        if keep.shape != s.shape:
+            raise ValueError(f"counted: expected ({s.size},) booleans, got shape {keep.shape}")
+        if not keep.all():
+            off = np.asarray(offsets).astype(np.int64)
+            kept = np.concatenate([[0], np.cumsum(keep)])
+            return frame_scores(s[keep], kept[off], empty_score, topk)
     off = np.asarray(offsets)
     if off.ndim != 1 or off.size < 1 or not np.issubdtype(off.dtype, np.integer):
         raise ValueError(f"offsets: expected a 1-D integer array (n_frames + 1,), got {off.dtype} {off.shape}")
@@ -343,17 +372,24 @@ class ClipScores:
     offsets: np.ndarray | None = None  # (n_frames + 1,) int64: objects of frame t are [offsets[t], offsets[t+1])
     object_labels: np.ndarray | None = None  # (N,) uint8 per-object labels from pixel masks, where the store has them
     s_m: np.ndarray | None = None  # (N,) float32 raw motion rarity; None / NaN where not computed
+    counted: np.ndarray | None = None  # (N,) bool objects that count in the frame score (ScoreConfig.edge_min_side); None: all
 
 
 def clip_scores(clip, objects: Any, s_f: Any, s_p: Any, empty_score: float, cfg: ScoreConfig,
                 s_m: Any = None) -> ClipScores:
     """:class:`ClipScores` of one clip from its object scores (N,): the frame max
     (:func:`frame_scores`, ``empty_score`` for frames without objects) and ``cfg``'s smoothing.
-    ``clip`` gives name, offsets, labels and object_labels (a stored clip or another ClipScores)."""
+    ``clip`` gives name, offsets, labels and object_labels (a stored clip or another ClipScores); the
+    objects that count in the frame max are a ClipScores' ``counted``, or for a stored clip those of
+    ``cfg.edge_min_side`` (:func:`counted_objects` on its boxes and frame size)."""
     objects = np.asarray(objects, dtype=np.float64)
-    raw = frame_scores(objects, clip.offsets, empty_score, cfg.frame_topk)
+    if isinstance(clip, ClipScores) or not cfg.edge_min_side:
+        counted = getattr(clip, "counted", None)
+    else:
+        counted = counted_objects(clip.boxes, clip.frame_size, cfg.edge_min_side)
+    raw = frame_scores(objects, clip.offsets, empty_score, cfg.frame_topk, counted)
     return ClipScores(clip.name, raw, smooth(raw, cfg), objects, s_f, s_p, clip.labels,
-                      np.asarray(clip.offsets), clip.object_labels, s_m)
+                      np.asarray(clip.offsets), clip.object_labels, s_m, counted)
 
 # ---------------------------------------------------------------- smoothing
 def _check_cfg(cfg: ScoreConfig) -> None:

@@ -92,7 +92,7 @@ def cue_clips(detector, clips: list[ClipScores]) -> dict[str, list[ClipScores]]:
         if any(v is None or not np.all(np.isfinite(v)) for v in values) or any(c.offsets is None for c in clips):
             continue
         empty = empty_frame_score(st, w_f, w_p, w_m)
-        no_smoothing = ScoreConfig(smoothing="none", frame_topk=detector.preset_.score.frame_topk)
+        no_smoothing = dataclasses.replace(detector.preset_.score, smoothing="none")  # the frame rule, unsmoothed
         out[cue] = [clip_scores(c, combine(c.s_f, np.nan_to_num(c.s_p), st, w_f, w_p, c.s_m, w_m), c.s_f, c.s_p,
                                 empty, no_smoothing, c.s_m) for c in clips]
     return out

@@ -39,7 +39,7 @@ import numpy as np
 from amsrc.errors import ConfigError
 from amsrc.prepare.cubes import CubeExtractor, FrameObjects
 from amsrc.prepare.features import object_speeds
-from amsrc.scoring import CausalSmoother, frame_scores
+from amsrc.scoring import CausalSmoother, counted_objects, frame_scores
 from amsrc.utils import prefetch
 
 
@@ -59,11 +59,17 @@ class FrameResult:
     seconds: float  # processing time of this frame (flow, boxes, cubes, network, score), waits excluded
     cubes: FrameObjects | None = field(default=None, repr=False)  # the objects' cubes at the fitted size (error maps)
     s_m: np.ndarray | None = None  # (K,) float32 raw motion rarity; NaN without a memory or when w_m = 0 (not computed)
+    # (K,) bool objects that count in the frame score (ScoreConfig.edge_min_side: partly visible objects at
+    # the border do not); None: all
+    counted: np.ndarray | None = None
 
     @property
     def top(self) -> int | None:
-        """Index of the highest-scoring object, None when the frame has none."""
-        return int(np.argmax(self.object_scores)) if self.object_scores.size else None
+        """Index of the highest-scoring object that counts in the frame score, None when there is none."""
+        s = self.object_scores
+        if self.counted is not None:
+            s = np.where(self.counted, s, -np.inf)
+        return int(np.argmax(s)) if s.size and np.isfinite(s).any() else None
 
 
 @dataclass
@@ -157,8 +163,9 @@ class StreamScorer:
             comb = np.zeros(0, np.float64)
             s_f = s_p = s_m = np.zeros(0, np.float32)
         self.seconds["network"] += time.perf_counter() - t0
-        raw = float(frame_scores(comb, [0, len(comb)], self.empty_score,
-                                 self.detector.preset_.score.frame_topk)[0])  # the frame rule of offline scoring
+        sc = self.detector.preset_.score
+        counted = counted_objects(obj.boxes, self.frame_size, sc.edge_min_side)  # boxes at the fitted size
+        raw = float(frame_scores(comb, [0, len(comb)], self.empty_score, sc.frame_topk, counted)[0])  # the frame rule of offline scoring
         speed = prep.speed
         score = self.smoother.push(raw)
         boxes = obj.boxes
@@ -175,7 +182,7 @@ class StreamScorer:
             anomalous=None if self.threshold is None else bool(score >= self.threshold),
             boxes=boxes, object_scores=np.asarray(comb, np.float64), s_f=np.asarray(s_f, np.float32),
             s_p=np.asarray(s_p, np.float32), speed=speed, seconds=prep.seconds + time.perf_counter() - t0,
-            cubes=obj, s_m=np.asarray(s_m, np.float32),
+            cubes=obj, s_m=np.asarray(s_m, np.float32), counted=counted,
         )
         self.t += 1
         return res

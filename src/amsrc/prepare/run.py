@@ -109,7 +109,10 @@ def build_clip(job: _Job, progress: Callable[[int], None] | None = None) -> dict
     try:
         reader = open_clip(clip)
         pending = 0
+        frame_size = None
         for t, frame in enumerate(reader.iter_frames()):
+            if frame_size is None:
+                frame_size = [int(frame.shape[0]), int(frame.shape[1])]
             if t >= clip.n_frames:
                 raise DataError(clip.source, f"has more frames than the {clip.n_frames} indexed")
             try:
@@ -136,6 +139,7 @@ def build_clip(job: _Job, progress: Callable[[int], None] | None = None) -> dict
             "split": job.split,
             "name": clip.name,
             "source": str(clip.source),
+            "frame_size": frame_size,
             "stats": {"seconds": round(time.perf_counter() - t0, 3), "recall": recall},
         }
         obj_labels = None if object_labels is None else np.concatenate([np.zeros(0, np.uint8), *object_labels])

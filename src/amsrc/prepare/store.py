@@ -423,7 +423,8 @@ def write_manifest(
         if done is None or done.get("key") != key:
             missing.append(f"{split}/{name}")
             continue
-        clips[f"{split}/{name}"] = {k: done[k] for k in ("key", "source", "n_frames", "n_cubes", "files")}
+        clips[f"{split}/{name}"] = {k: done[k] for k in ("key", "source", "n_frames", "n_cubes", "files", "frame_size")
+                                    if k in done}
     sh = settings_hash(settings)
     store_key = _store_key(sh, [k for _, _, k in clip_order])
     manifest = {
@@ -459,10 +460,22 @@ class ClipCubes:
     labels: np.ndarray | None  # (n_frames,) uint8 frame labels, None if unknown
     # (N,) uint8 1 = the cube's box covers an anomalous object (pixel masks), None if unknown
     object_labels: np.ndarray | None = None
+    # (H, W) of the clip's frames (the boxes' pixels) as recorded when it was prepared; None in stores
+    # written before it was: :attr:`frame_size` then reads it from the source
+    frame_hw: tuple[int, int] | None = None
 
     @property
     def n_cubes(self) -> int:
         return int(self.frames.shape[0])
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(H, W) of the clip's frames, the pixels its boxes are in."""
+        if self.frame_hw is None:
+            from amsrc.data.readers import source_frame_size
+
+            self.frame_hw = source_frame_size(self.source)
+        return self.frame_hw
 
 
 class CubeStore:
@@ -588,4 +601,5 @@ class CubeStore:
             offsets=offsets,
             labels=None if arrays["labels"] is None else np.asarray(arrays["labels"]),
             object_labels=None if arrays["object_labels"] is None else np.asarray(arrays["object_labels"]),
+            frame_hw=tuple(entry["frame_size"]) if entry.get("frame_size") else None,
         )
