@@ -278,6 +278,14 @@ def test_motion_memory_in_the_checkpoint(clips, tmp_path):
     ck2 = Checkpoint.load(train_model(clips, tiny_preset(epochs=1, bank_size=60, bank_k=3), tmp_path, resume=True,
                                       progress=False))
     assert ck2.motion_bank.shape[0] == 60 and _states_equal(ck2.model, ck.model)
+    # so are the score settings (they never reach training); a training setting is refused
+    p3 = tiny_preset(epochs=1, bank_size=60, bank_k=3)
+    p3.score.edge_min_side, p3.score.w_p = 16, 0.3
+    ck3 = Checkpoint.load(train_model(clips, p3, tmp_path, resume=True, progress=False))
+    assert ck3.preset.score.edge_min_side == 16 and _states_equal(ck3.model, ck.model)
+    p3.train.lr *= 2
+    with pytest.raises(ConfigError, match="train.lr"):
+        train_model(clips, p3, tmp_path, resume=True, progress=False)
     # one clip: its 4 consecutive parts are the groups
     one = memory_groups(CubeSet(clips[:1], 1, 32))
     assert np.bincount(one).tolist() == [23, 22, 23, 22] and np.all(np.diff(one) >= 0)

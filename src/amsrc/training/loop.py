@@ -90,8 +90,10 @@ class CubeSet:
 
 
 # ---------------------------------------------------------------- resume
-# settings a resumed run may change (the memory is built after the last epoch, so its settings too)
+# settings a resumed run may change (the memory is built after the last epoch, so its settings too; the
+# score settings never reach training: a finished run re-scored with other weights or frame rules keeps its weights)
 _RESUME_MAY_CHANGE = {"name", "train.epochs", "train.threads", "train.bank_size", "train.bank_k"}
+_RESUME_MAY_CHANGE_SECTIONS = ("score.",)
 
 
 # ---------------------------------------------------------------- log
@@ -218,7 +220,8 @@ def _resume(last_path: Path, preset: Preset, n: int, model, optimizer, scheduler
     """Load the interrupted run's state from ``last_path`` into model, optimizer, scheduler and torch's
     RNG after checking it is the same run; return the number of epochs it had finished."""
     state = load_state(last_path)
-    changed = [k for k in config_diff(state["config"], preset.to_dict()) if k not in _RESUME_MAY_CHANGE]
+    changed = [k for k in config_diff(state["config"], preset.to_dict())
+               if k not in _RESUME_MAY_CHANGE and not k.startswith(_RESUME_MAY_CHANGE_SECTIONS)]
     if changed:
         raise ConfigError(f"{last_path}: cannot resume, settings differ from the interrupted run: {', '.join(changed)}")
     if state["n_cubes"] != n:
