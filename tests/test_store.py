@@ -585,3 +585,28 @@ def test_prepare_scale_at_one_keeps_the_store_key_of_before():
     before = {k: v for k, v in now.items() if k != "scale"}
     assert settings_hash(now) == settings_hash(before)
     assert settings_hash({**now, "scale": 0.5}) != settings_hash(before)
+
+
+def test_a_store_written_before_prepare_scale_is_read_at_scale_one(tmp_path):
+    """Its manifest has no "scale": CubeStore.settings reads 1.0, so a model of today's preset accepts it."""
+    import dataclasses
+
+    from amsrc.detector import _check_store_matches
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), rng.integers(0, 255, (32, 48, 3), dtype=np.uint8))
+    idx = DatasetIndex(root=folder, layout="folder",
+                       splits={"testing": (Clip("c", "testing", folder, 6, tuple(sorted(folder.glob("*.png")))),)})
+    preset = get_preset("default")
+    prepare_dataset(idx, preset.prepare, tmp_path / "s", progress=False)
+    man = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    del man["settings"]["scale"]  # as written before the setting existed (same hash: scale 1.0 is not hashed)
+    (tmp_path / "s" / "manifest.json").write_text(json.dumps(man))
+    st = CubeStore.open(tmp_path / "s")
+    assert st.settings["scale"] == 1.0
+    _check_store_matches(st, preset)
+    with pytest.raises(Exception, match="scale"):
+        _check_store_matches(st, dataclasses.replace(preset, prepare=dataclasses.replace(preset.prepare, scale=0.5)))

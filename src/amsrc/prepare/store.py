@@ -484,7 +484,8 @@ class CubeStore:
     def __init__(self, root: Path, manifest: dict):
         self.root = Path(root)
         self.manifest = manifest
-        self.settings: dict = manifest["settings"]  # the PrepareConfig as a dict
+        # the PrepareConfig as a dict; settings added since the store was written read at their neutral value
+        self.settings: dict = {**_NEUTRAL, **manifest["settings"]}
         self.background = read_background(self.root)  # box method "bg": the training background, else None
         want = self.settings.get("background")
         if want is not None and (self.background is None or background_hash(self.background) != want):
