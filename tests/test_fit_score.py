@@ -229,6 +229,16 @@ def test_auto_preset_scales_boxes_like_the_named_presets():
         assert (b.close_w, b.close_h, b.min_area, b.margin) == (ref.close_w, ref.close_h, ref.min_area, ref.margin)
         assert p.score.causal and p.score.gaussian_sigma == pytest.approx(3.6)
         assert any("H/240" in n for n in notes)
+        assert p.prepare.scale == 1.0
+    # large frames are prepared at 360 rows, with the box settings of 360 rows and the small widths
+    for h, w in ((720, 1280), (1080, 1920)):
+        p, notes = auto_preset(h, w, 25.0)
+        ref = get_preset("avenue").prepare.boxes
+        b = p.prepare.boxes
+        assert p.prepare.scale == pytest.approx(360 / h, abs=1e-6)
+        assert (b.close_w, b.close_h, b.min_area, b.margin) == (ref.close_w, ref.close_h, ref.min_area, ref.margin)
+        assert p.model.widths == (16, 32, 64, 128) and p.prepare.flow.dis_preset == "ultrafast"
+        assert any("prepared at 360 rows" in n for n in notes)
 
 
 def test_video_range_becomes_a_frame_folder(tmp_path):
