@@ -286,6 +286,16 @@ def test_motion_memory_in_the_checkpoint(clips, tmp_path):
     p3.train.lr *= 2
     with pytest.raises(ConfigError, match="train.lr"):
         train_model(clips, p3, tmp_path, resume=True, progress=False)
+    # a run written before a setting existed (here prepare.scale) resumes: the setting reads at the
+    # value that reproduces it
+    from amsrc.training.checkpoint import load_state, save_state
+
+    state = load_state(tmp_path / "last.pt")
+    del state["config"]["prepare"]["scale"]
+    save_state({k: v for k, v in state.items() if k not in ("format", "version")}, tmp_path / "last.pt")
+    ck4 = Checkpoint.load(train_model(clips, tiny_preset(epochs=1, bank_size=60, bank_k=3), tmp_path, resume=True,
+                                      progress=False))
+    assert _states_equal(ck4.model, ck.model)
     # one clip: its 4 consecutive parts are the groups
     one = memory_groups(CubeSet(clips[:1], 1, 32))
     assert np.bincount(one).tolist() == [23, 22, 23, 22] and np.all(np.diff(one) >= 0)

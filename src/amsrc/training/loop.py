@@ -220,7 +220,9 @@ def _resume(last_path: Path, preset: Preset, n: int, model, optimizer, scheduler
     """Load the interrupted run's state from ``last_path`` into model, optimizer, scheduler and torch's
     RNG after checking it is the same run; return the number of epochs it had finished."""
     state = load_state(last_path)
-    changed = [k for k in config_diff(state["config"], preset.to_dict())
+    # read through Preset.from_dict: settings added since the run was written take the value that
+    # reproduces it (e.g. prepare.scale 1.0), so they do not count as changed
+    changed = [k for k in config_diff(Preset.from_dict(state["config"]).to_dict(), preset.to_dict())
                if k not in _RESUME_MAY_CHANGE and not k.startswith(_RESUME_MAY_CHANGE_SECTIONS)]
     if changed:
         raise ConfigError(f"{last_path}: cannot resume, settings differ from the interrupted run: {', '.join(changed)}")
