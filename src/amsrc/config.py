@@ -275,6 +275,7 @@ def _ped2_paper() -> Preset:
     p.train.lr = TrainConfig.lr  # 2e-4, with the TrainConfig decay 0.8 every 10 epochs
     p.train.bank_size = 0
     p.score.w_f, p.score.w_p, p.score.w_m = 1.0, 0.01, 0.0
+    p.score.edge_min_side = 0  # the paper's frame score: the max over every object
     return p
 
 
