@@ -229,3 +229,28 @@ def test_frame_size_of_a_store_written_before_it_was_recorded(setup, tmp_path):
     gone = dataclasses.replace(setup["clip"], frame_hw=None, source=str(tmp_path / "moved"))
     with pytest.raises(DataError, match="moved"):
         _ = gone.frame_size
+
+
+def test_frames_batched_through_the_network_agree_with_frame_by_frame(setup):
+    """StreamScorer.score_frames(batch=N) / score_source(batch=N): the objects of N frames in one network
+    pass give the frame-by-frame scores within BATCH_TOLERANCE, in order, with the same boxes."""
+    from amsrc.errors import ConfigError
+    from amsrc.live.stream import BATCH_TOLERANCE
+
+    det, frames = setup["det"], setup["frames"]
+    one = StreamScorer(det)
+    live = [one.push(f) for f in frames]
+    for batch in (2, 7, 64):
+        got = list(StreamScorer(det).score_frames(frames, batch=batch))
+        assert [r.t for r in got] == list(range(len(frames)))
+        np.testing.assert_allclose([r.raw for r in got], [r.raw for r in live], rtol=0, atol=BATCH_TOLERANCE)
+        np.testing.assert_allclose([r.score for r in got], [r.score for r in live], rtol=0, atol=BATCH_TOLERANCE)
+        np.testing.assert_allclose(np.concatenate([r.object_scores for r in got]),
+                                   np.concatenate([r.object_scores for r in live]), rtol=0, atol=BATCH_TOLERANCE)
+        assert all(np.array_equal(a.boxes, b.boxes) for a, b in zip(got, live))
+    out = io.StringIO()
+    score_source(det, open_source(str(setup["folder"]), fps=10.0), out, warn=lambda m: None, batch=5)
+    raw = [json.loads(s)["raw"] for s in out.getvalue().splitlines() if json.loads(s)["type"] == "frame"]
+    np.testing.assert_allclose(raw, [r.raw for r in live], rtol=0, atol=BATCH_TOLERANCE)
+    with pytest.raises(ConfigError, match="batch"):
+        list(StreamScorer(det).score_frames(frames, batch=0))

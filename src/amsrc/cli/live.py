@@ -156,7 +156,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             summary = score_source(det, source, f_out if f_out is not None else sys.stdout,
                                    fmt="csv" if args.csv else "jsonl", events_out=e_out, strict_size=args.strict_size,
                                    on_frame=outputs.on_frame,
-                                   min_frames=args.min_frames, end_frames=args.end_frames)
+                                   min_frames=args.min_frames, end_frames=args.end_frames, batch=args.batch)
             if summary.frames == 0 and not summary.interrupted:
                 raise DataError(source.name, "no frame could be read from this source; nothing was written")
         except BaseException:
@@ -233,5 +233,8 @@ def add_parsers(sub) -> None:
     sc.add_argument("--engine", choices=AMSRC.ENGINES, default="auto", help="what runs the network: torch, "
                     "onnxruntime (CPU; needs the export extra; scores agree within 1e-4), or auto: onnxruntime on "
                     "the CPU where installed, else torch")
+    sc.add_argument("--batch", type=positive_int, default=None, help="files and folders: the objects of this many "
+                    "consecutive frames share one network pass (scores within 1e-4 of one pass a frame; default 16 "
+                    "on a CUDA device, 1 on the CPU)")
     add_common(sc)
     sc.set_defaults(func=cmd_score)

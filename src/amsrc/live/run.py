@@ -18,10 +18,11 @@ import numpy as np
 from amsrc.data.sources import DEFAULT_FPS
 from amsrc.errors import ConfigError
 from amsrc.live.events import END_FRAMES, MIN_FRAMES, EventDetector
-from amsrc.live.stream import FrameResult, StreamScorer
+from amsrc.live.stream import FrameResult, StreamScorer, finish_batched
 from amsrc.scoring import FRAME_BASE, SCORE_MEANING
 from amsrc.utils import prefetch
 
+GPU_BATCH = 16  # frames whose objects share one network pass when a file is scored on a CUDA device
 CSV_COLUMNS = ("frame", "time", "raw", "score", "anomalous", "objects",
                "top_x0", "top_y0", "top_x1", "top_y1", "top_score")
 
@@ -218,7 +219,8 @@ def _stream(source, scorer: StreamScorer, throughput: bool, read_ahead: int):
 
 def score_source(detector, source, frames_out, *, fmt: str = "jsonl", events_out=None, strict_size: bool = False,
                  min_frames: int = MIN_FRAMES, end_frames: int = END_FRAMES, warn=None, on_frame=None,
-                 lag_warn_s: float = 1.0, read_ahead: int = 4, throughput: bool | None = None) -> ScoreSummary:
+                 lag_warn_s: float = 1.0, read_ahead: int = 4, throughput: bool | None = None,
+                 batch: int | None = None) -> ScoreSummary:
     """Score every frame of ``source`` (:mod:`amsrc.data.sources`) with a fitted ``detector``
     (:class:`~amsrc.detector.AMSRC`); its ``threshold_`` (set by ``amsrc fit``; None for a model from
     ``amsrc train``) decides and raises events.
@@ -234,6 +236,11 @@ def score_source(detector, source, frames_out, *, fmt: str = "jsonl", events_out
     network (see :mod:`amsrc.live.stream`; same output, a frame's lines come up to ``read_ahead``
     frames later). Otherwise frames are only read ``read_ahead`` ahead in a thread and each is
     scored with ``push`` (lowest latency). ``read_ahead`` 0: no thread at all.
+
+    ``batch``: in throughput mode, the objects of this many consecutive frames go through the network
+    in one pass (:meth:`StreamScorer.finish_many`; scores within ``BATCH_TOLERANCE`` of one pass a
+    frame). None: ``GPU_BATCH`` frames on a CUDA device, 1 on the CPU (measured there: batching gains
+    little, the CPU stages are as slow as the network; see benchmarks/speed.py).
     """
     if warn is None:
         def warn(msg: str) -> None:
@@ -255,15 +262,16 @@ def score_source(detector, source, frames_out, *, fmt: str = "jsonl", events_out
     n, interrupted, rescaled, gone = 0, False, None, False
     last_index, last_time, last_shape = -1, 0.0, None
     t_wall0 = time.perf_counter()
-    it = _stream(source, scorer, throughput, read_ahead)
+    if batch is None:
+        batch = GPU_BATCH if str(getattr(detector, "device", "cpu")).startswith("cuda") else 1
+    it = _stream(source, scorer, throughput, max(read_ahead, batch if throughput else 0))
+    pairs = finish_batched(scorer, it, batch) if throughput else it
     try:
-        for sf, prep in it:
+        for sf, r in pairs:
             note = _size_note(source.name, sf.index, sf.rgb.shape, frame_size, n == 0, last_shape, strict_size, warn)
             rescaled = rescaled or note
             last_shape = sf.rgb.shape
-            if prep is not None:
-                r = scorer.finish(prep)
-            else:
+            if r is None:
                 if sf.restart:
                     scorer.restart()
                 r = scorer.push(sf.rgb)
@@ -285,8 +293,9 @@ def score_source(detector, source, frames_out, *, fmt: str = "jsonl", events_out
         warn("output closed by the reader: stopping")
         out.reader_gone()
     finally:
-        if hasattr(it, "close"):
-            it.close()
+        for g in (pairs, it):
+            if hasattr(g, "close"):
+                g.close()
         source.close()
     if events is not None:
         lines = events.close(last_index, last_time)

@@ -16,12 +16,13 @@ Two ways to run the same chain, with the same results bit for bit:
 - throughput (:meth:`StreamScorer.score_frames`, and ``score_source`` on files and folders): a
   background thread reads and prepares the next frames while the network scores the current one
   (OpenCV and torch release the GIL, so the two overlap on two cores; on Ped2 with 2 cores,
-  torch and OpenCV on one thread each, ~1.8x the live rate). Each frame's objects still go
-  through the network as one batch of their own: torch's CPU kernels round differently for other
-  batch sizes (measured: a batch of 1 vs 2, and 10-15 vs 16+ in the decoder), so batching several
-  frames' objects together would change scores in the last bits; it would save little anyway
-  (the per-object cost is flat from ~8 objects a batch). Extra latency: up to ``depth`` frames
-  wait in the queue when the network is the slower stage.
+  torch and OpenCV on one thread each, ~1.8x the live rate). Extra latency: up to ``depth``
+  frames wait in the queue when the network is the slower stage. By default each frame's objects
+  go through the network as one batch of their own, so the scores equal live scoring bit for bit;
+  ``score_frames(batch=N)`` (``amsrc score --batch N``, the default on a CUDA device) puts N
+  frames' objects in one pass (:meth:`StreamScorer.finish_many`): the kernels round differently
+  for other batch sizes (measured: a batch of 1 vs 2, and 10-15 vs 16+ in the decoder), so those
+  scores agree within :data:`BATCH_TOLERANCE`, tested.
 
 When the preset's score does not use the prediction (w_p = 0) the decoder is skipped
 (``need_pred``): S_f and the frame scores are unchanged, ``FrameResult.s_p`` is NaN.
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import torch
 
 from amsrc.errors import ConfigError
 from amsrc.prepare.cubes import CubeExtractor, FrameObjects
@@ -70,6 +72,34 @@ class FrameResult:
         if self.counted is not None:
             s = np.where(self.counted, s, -np.inf)
         return int(np.argmax(s)) if s.size and np.isfinite(s).any() else None
+
+
+# Largest difference of a frame or object score (z) between frames scored one network batch each and
+# several frames' objects in one batch (StreamScorer.finish_many): float rounding of other batch
+# sizes, tested.
+BATCH_TOLERANCE = 1e-4
+
+
+def finish_batched(scorer: StreamScorer, preps: Iterable, batch: int) -> Iterator:
+    """The results of ``preps`` (PreparedFrame, or (item, PreparedFrame) pairs, whose item is handed
+    back beside the result) in order, ``batch`` frames a network pass; the last group may be shorter."""
+    if batch < 1:
+        raise ConfigError(f"batch must be >= 1 frame, got {batch}")
+    group: list = []
+    for p in preps:
+        group.append(p)
+        if len(group) == batch:
+            yield from _finish_group(scorer, group)
+            group = []
+    if group:
+        yield from _finish_group(scorer, group)
+
+
+def _finish_group(scorer: StreamScorer, group: list) -> Iterator:
+    paired = isinstance(group[0], tuple)
+    results = scorer.finish_many([g[1] for g in group] if paired else group)
+    for g, r in zip(group, results):
+        yield (g[0], r) if paired else r
 
 
 @dataclass
@@ -154,15 +184,37 @@ class StreamScorer:
 
     def finish(self, prep: PreparedFrame) -> FrameResult:
         """Network, frame score and smoothing of a prepared frame -> its :class:`FrameResult`."""
+        return self.finish_many([prep])[0]
+
+    def finish_many(self, preps: list[PreparedFrame]) -> list[FrameResult]:
+        """:meth:`finish` of several prepared frames, in order, with all their objects in ONE network
+        pass (a GPU wants large batches; on the CPU it saves per-call overhead). The scores equal
+        frame-by-frame :meth:`finish` within :data:`BATCH_TOLERANCE` (the kernels round differently
+        for other batch sizes)."""
+        t0 = time.perf_counter()
+        sizes = [len(p.objects) for p in preps]
+        full = [p for p in preps if len(p.objects)]
+        if full:
+            app = np.concatenate([p.objects.appearance for p in full]) if len(full) > 1 else full[0].objects.appearance
+            flow = np.concatenate([p.objects.flow for p in full]) if len(full) > 1 else full[0].objects.flow
+            inputs = (tuple(torch.cat([p.inputs[k] for p in full]) for k in range(len(full[0].inputs)))
+                      if len(full) > 1 else full[0].inputs)
+            cues = self.detector.score_cubes(app, flow, need_pred=self.need_pred, inputs=inputs)
+        else:
+            cues = (np.zeros(0, np.float64),) + (np.zeros(0, np.float32),) * 3
+        net_s = time.perf_counter() - t0
+        self.seconds["network"] += net_s
+        ends = np.cumsum(sizes)
+        out = []
+        for prep, b, e in zip(preps, ends - np.asarray(sizes), ends):
+            comb, s_f, s_p, s_m = (np.asarray(c[b:e]) for c in cues)
+            out.append(self._result(prep, comb, s_f, s_p, s_m, net_s / len(preps)))
+        return out
+
+    def _result(self, prep: PreparedFrame, comb, s_f, s_p, s_m, net_s: float) -> FrameResult:
+        """Frame score, smoothing and outputs of a prepared frame from its objects' scores."""
         t0 = time.perf_counter()
         obj = prep.objects
-        if len(obj):
-            comb, s_f, s_p, s_m = self.detector.score_cubes(obj.appearance, obj.flow, need_pred=self.need_pred,
-                                                            inputs=prep.inputs)
-        else:
-            comb = np.zeros(0, np.float64)
-            s_f = s_p = s_m = np.zeros(0, np.float32)
-        self.seconds["network"] += time.perf_counter() - t0
         sc = self.detector.preset_.score
         counted = counted_objects(obj.boxes, self.frame_size, sc.edge_min_side)  # boxes at the fitted size
         raw = float(frame_scores(comb, [0, len(comb)], self.empty_score, sc.frame_topk, counted)[0])  # the frame rule of offline scoring
@@ -181,7 +233,8 @@ class StreamScorer:
             t=self.t, raw=raw, score=score,
             anomalous=None if self.threshold is None else bool(score >= self.threshold),
             boxes=boxes, object_scores=np.asarray(comb, np.float64), s_f=np.asarray(s_f, np.float32),
-            s_p=np.asarray(s_p, np.float32), speed=speed, seconds=prep.seconds + time.perf_counter() - t0,
+            s_p=np.asarray(s_p, np.float32), speed=speed,
+            seconds=prep.seconds + net_s + time.perf_counter() - t0,
             cubes=obj, s_m=np.asarray(s_m, np.float32), counted=counted,
         )
         self.t += 1
@@ -192,9 +245,11 @@ class StreamScorer:
         Live mode: the frame is fully scored before this returns."""
         return self.finish(self.prepare(frame_rgb))
 
-    def score_frames(self, frames: Iterable[np.ndarray], depth: int = 4) -> Iterator[FrameResult]:
+    def score_frames(self, frames: Iterable[np.ndarray], depth: int = 4, batch: int = 1) -> Iterator[FrameResult]:
         """Throughput mode: the :class:`FrameResult` of each frame of ``frames``, in order, equal to
         ``push`` frame by frame. Reading ``frames`` and :meth:`prepare` run in a background thread up
-        to ``depth`` frames ahead of the network (latency: up to ``depth`` frames more than ``push``)."""
-        for prep in prefetch((self.prepare(f) for f in frames), depth):
-            yield self.finish(prep)
+        to ``depth`` frames ahead of the network (latency: up to ``depth`` frames more than ``push``).
+        ``batch`` > 1: the objects of ``batch`` consecutive frames go through the network together
+        (:meth:`finish_many`; scores within :data:`BATCH_TOLERANCE` of ``push``, latency up to
+        ``depth + batch`` frames)."""
+        yield from finish_batched(self, prefetch((self.prepare(f) for f in frames), max(depth, batch)), batch)
