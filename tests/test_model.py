@@ -288,3 +288,30 @@ def test_ped2_paper_preset_is_the_papers_formulation_on_the_ped2_inputs():
     assert paper.score.edge_min_side == 0 and ped2.score.edge_min_side == 16  # the paper's max over every object
     net = build_model(paper.model, paper.prepare.channels, paper.prepare.cube_size)
     assert net.std_x is None and net.up3.skip and net.appearance.down3[1][0].out_channels == 512
+
+
+def test_mirror_cubes_mirrors_frames_and_motion():
+    """Training augmentation (train.flip): a mirrored cube shows the mirrored scene moving the mirrored
+    way (flow x negated, y kept); unmirrored cubes and the memory layout are unchanged."""
+    from amsrc.model.inputs import mirror_cubes, to_tensors
+
+    rng = np.random.default_rng(0)
+    app = rng.integers(0, 255, (3, 5, 8, 8, 1), dtype=np.uint8)
+    flow = rng.normal(size=(3, 4, 8, 8, 2)).astype(np.float16)
+    for cl in (False, True):
+        a, t, f = to_tensors(app, flow, 4.0, channels_last=cl)
+        ma, mt, mf = mirror_cubes(a, t, f, torch.tensor([True, False, True]))
+        torch.testing.assert_close(ma[1], a[1])
+        torch.testing.assert_close(mf[1], f[1])
+        torch.testing.assert_close(ma[0], a[0].flip(-1))
+        torch.testing.assert_close(mt[2], t[2].flip(-1))
+        torch.testing.assert_close(mf[0, 0::2], -f[0, 0::2].flip(-1))  # dx of each flow: mirrored and negated
+        torch.testing.assert_close(mf[0, 1::2], f[0, 1::2].flip(-1))  # dy: mirrored
+        # the mirrored cube is the mirrored stored cube, converted the usual way
+        a2, t2, f2 = to_tensors(app[:, :, :, ::-1].copy(), (flow[:, :, :, ::-1] * np.array([-1, 1], np.float16)).copy(),
+                                4.0, channels_last=cl)
+        torch.testing.assert_close(mf[2], f2[2])
+        torch.testing.assert_close(ma[2], a2[2])
+        assert ma.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+    same = mirror_cubes(a, t, f, torch.zeros(3, dtype=torch.bool))
+    assert same[0] is a

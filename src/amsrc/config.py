@@ -126,6 +126,10 @@ class TrainConfig:
     w_consistency: float = 1.0  # weight of the 1 - cos consistency loss
     seed: int = 0  # seeds data order and initial weights
     threads: int = 0  # torch threads; 0 = torch's default
+    # augmentation: each training cube is mirrored left-right with probability 0.5 (frames and flows, the
+    # flow's x component negated). Only for scenes where motion to the left and to the right are both
+    # normal (a two-way walkway); where one way is the rule, it would teach the other way as normal
+    flip: bool = False
     # S_m's memory (amsrc.scoring.motion_rarity): after the last epoch, the pooled motion bottlenecks of
     # up to this many training objects (drawn with ``seed``) are kept in model.pt; 0 keeps none (no S_m)
     bank_size: int = 8192

@@ -106,3 +106,24 @@ def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
         if p.dim() == 4 and p.shape[-2:] == (1, 1):
             p.data = p.data.clone(memory_format=torch.contiguous_format)
     return model
+
+
+def mirror_cubes(app_in: torch.Tensor, target: torch.Tensor, flow_in: torch.Tensor, mask: torch.Tensor):
+    """Network inputs (:func:`to_tensors`) with the cubes where ``mask`` (B,) bool is True mirrored
+    left-right: frames and flows flipped along the width, the flows' x components (channels 0, 2, ...)
+    negated, so the mirrored cube shows the mirrored motion. Others unchanged; memory layout kept."""
+    if not bool(mask.any()):
+        return app_in, target, flow_in
+    sign = torch.ones(flow_in.shape[1], dtype=flow_in.dtype, device=flow_in.device)
+    sign[0::2] = -1.0
+    m = mask.to(flow_in.device).view(-1, 1, 1, 1)
+    out = []
+    for t, s in ((app_in, None), (target, None), (flow_in, sign)):
+        f = t.flip(-1)
+        if s is not None:
+            f = f * s.view(1, -1, 1, 1)
+        fmt = torch.channels_last if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) \
+            and not t.is_contiguous() else torch.contiguous_format
+        out.append(torch.where(m, f, t).contiguous(memory_format=fmt))
+    return tuple(out)
+

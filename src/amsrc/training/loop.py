@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from amsrc.config import Preset, config_diff
 from amsrc.errors import ConfigError, DataError
-from amsrc.model.inputs import check_cubes, to_channels_last, to_tensors
+from amsrc.model.inputs import check_cubes, mirror_cubes, to_channels_last, to_tensors
 from amsrc.model.losses import amsrc_loss, decay_weights
 from amsrc.model.network import build_model
 from amsrc.scoring import TrainStats, motion_rarity, object_scores
@@ -249,6 +249,8 @@ def _epoch(net, model, optimizer, cubes: CubeSet, mine: np.ndarray, batch: int, 
     for s in range(math.ceil(len(mine) / batch)):
         idx = np.sort(mine[s * batch : (s + 1) * batch])
         app_in, target, flow_in = to_tensors(*cubes.gather(idx), mc.flow_scale, channels_last=mc.channels_last)
+        if tc.flip:  # torch's RNG: saved in last.pt, so a resumed run mirrors the same cubes
+            app_in, target, flow_in = mirror_cubes(app_in, target, flow_in, torch.rand(len(idx)) < 0.5)
         app_in, target, flow_in = (t.to(dev, non_blocking=True) for t in (app_in, target, flow_in))
         terms = amsrc_loss(net(app_in, flow_in), target, tc, weights)
         optimizer.zero_grad(set_to_none=True)
