@@ -195,7 +195,10 @@ def test_prepare_scale_works_on_a_smaller_frame_and_gives_source_pixels():
     assert x1 - x0 <= size + 12 and y1 - y0b <= size + 12
     dx = np.median(obj.flow[0, -1, 12:20, 12:20, 0].astype(np.float32))
     assert abs(dx - speed) < 0.5, dx
-    np.testing.assert_array_equal(boxes_to_source(np.array([[3, 4, 10, 11]]), 0.5, 20, 18), [[6, 8, 18, 20]])
+    np.testing.assert_array_equal(boxes_to_source(np.array([[3, 4, 8, 9]]), 0.5, 20, 18), [[6, 8, 16, 18]])
+    # a box reaching the resized frame's right/bottom edge reaches the source frame's (1001 * 0.5 -> 500)
+    np.testing.assert_array_equal(boxes_to_source(np.array([[490, 0, 500, 100]]), 0.5, 301, 1001), [[980, 0, 1001, 200]])
+    np.testing.assert_array_equal(boxes_to_source(np.array([[0, 140, 20, 150]]), 0.5, 301, 1001), [[0, 280, 40, 301]])
 
 
 @pytest.mark.parametrize("scale", [0, 1.5, "half"])

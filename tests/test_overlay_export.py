@@ -288,3 +288,33 @@ def test_engine_errors_name_what_is_wrong(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
     with pytest.raises(ConfigError, match=r"'onnxruntime', which is not installed: pip install"):
         det.score_samples(app, flow)
+
+
+def test_event_box_is_the_object_the_score_is_about():
+    """With an open event the red box is FrameView.top (FrameResult.top: a border sliver left out of the
+    frame score is never it), not merely the highest-scoring box."""
+    from amsrc.live.overlay import ORANGE
+
+    img = draw_frame(_grey(), _view(event=1, top=1, object_scores=np.array([3.5, 2.0])))
+    assert img[LOW_BOX[1] + 20, LOW_BOX[0]].tolist() == list(RED)
+    assert img[HIGH_BOX[1] + 20, HIGH_BOX[0]].tolist() == list(ORANGE)
+    img = draw_frame(_grey(), _view(event=1, object_scores=np.array([3.5, 2.0])))  # no top given: the highest
+    assert img[HIGH_BOX[1] + 20, HIGH_BOX[0]].tolist() == list(RED)
+
+
+def test_event_boxes_put_the_counted_top_object_first():
+    from amsrc.live.events import EventDetector
+    from amsrc.live.stream import FrameResult
+
+    def fr(t, counted):
+        return FrameResult(t=t, raw=5.0, score=5.0, anomalous=True, boxes=np.array([[0, 0, 8, 40], [50, 10, 70, 50]]),
+                           object_scores=np.array([9.0, 5.0]), s_f=np.zeros(2, np.float32), s_p=np.zeros(2, np.float32),
+                           speed=np.zeros(2, np.float32), seconds=0.0, counted=counted)
+
+    det = EventDetector(1.0, 0.5, min_frames=1, end_frames=1)
+    lines = det.push(0, 0.0, fr(0, np.array([False, True])))
+    start = next(e for e in lines if e["type"] == "event_start")
+    assert start["boxes"][0]["box"] == [50, 10, 70, 50] and start["boxes"][1]["box"] == [0, 0, 8, 40]
+    det2 = EventDetector(1.0, 0.5, min_frames=1, end_frames=1)
+    start2 = next(e for e in det2.push(0, 0.0, fr(0, None)) if e["type"] == "event_start")
+    assert start2["boxes"][0]["box"] == [0, 0, 8, 40]

@@ -61,7 +61,7 @@ class _Outputs:
         if rgb is not None:
             self.frames += 1
             view = FrameView(index, t, r.boxes, r.object_scores, r.score, self.threshold, self.threshold_low,
-                             self.open_event, self.rate_note)
+                             self.open_event, self.rate_note, top=r.top)
         if self.overlay_path and rgb is not None:
             if self.writer is None:
                 self.writer = OverlayWriter(self.overlay_path, self.fps, rgb.shape[:2])

@@ -129,7 +129,12 @@ class EventDetector:
             raise ConfigError(f"min_frames and end_frames must be >= 1, got {self.min_frames} and {self.end_frames}")
 
     def _boxes(self, r) -> list:
-        order = np.argsort(-r.object_scores) if r.object_scores.size else []
+        """Boxes by score, highest first; objects left out of the frame score (``r.counted``: slivers at
+        the border) after the others, so the first box is the object that set the frame score."""
+        if not r.object_scores.size:
+            return []
+        counted = np.ones(r.object_scores.size, bool) if getattr(r, "counted", None) is None else np.asarray(r.counted)
+        order = np.lexsort((-r.object_scores, ~counted))
         return [{"box": [int(v) for v in r.boxes[i]], "score": round(float(r.object_scores[i]), 4)} for i in order]
 
     def _explain(self, r) -> dict | None:

@@ -77,6 +77,7 @@ class FrameView:
     event: int | None = None  # number of the event open at this frame
     rate_note: str = ""  # e.g. " (25 fps assumed)" after the time
     top_k: int = 3  # boxes with a score label
+    top: int | None = -1  # index of the object the frame's score is about (FrameResult.top); -1: the highest-scoring one
 
 
 def _put(img, text, org, fscale, col, thick=1) -> None:
@@ -127,7 +128,7 @@ def draw_frame(frame_rgb: np.ndarray, v: FrameView) -> np.ndarray:
         raise ValueError(f"{boxes.shape[0]} boxes but {scores.size} scores")
     thr = float(v.threshold)
     low = thr if v.threshold_low is None or not v.threshold_low <= thr else float(v.threshold_low)
-    top = int(np.argmax(scores)) if scores.size else None
+    top = (int(np.argmax(scores)) if scores.size else None) if v.top == -1 else v.top
     panel_h = 2 * th + 3 * base + 8
     banner_h = max(10, int(round(BANNER_H * unit)))
     # boxes, then the labels of the top_k (highest first, each where it overlaps no other label)

@@ -70,10 +70,16 @@ def scaled_size(h: int, w: int, scale: float) -> tuple[int, int]:
 
 
 def boxes_to_source(boxes: np.ndarray, scale: float, h: int, w: int) -> np.ndarray:
-    """(K, 4) boxes of a frame resized by ``scale`` -> boxes of the h x w source frame that hold
-    them (x0, y0 rounded down, x1, y1 up, clipped to the frame)."""
-    b = np.asarray(boxes, np.float64) / scale
-    out = np.stack([np.floor(b[:, 0]), np.floor(b[:, 1]), np.ceil(b[:, 2]), np.ceil(b[:, 3])], 1)
+    """(K, 4) boxes of a frame resized by ``scale`` (to :func:`scaled_size`) -> boxes of the h x w
+    source frame that hold them (x0, y0 rounded down, x1, y1 up, clipped to the frame); a box that
+    reaches an edge of the resized frame reaches that edge of the source frame (the border rule,
+    ``ScoreConfig.edge_min_side``, sees it as cut)."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    rh, rw = scaled_size(h, w, scale)
+    out = np.stack([np.floor(b[:, 0] / scale), np.floor(b[:, 1] / scale), np.ceil(b[:, 2] / scale),
+                    np.ceil(b[:, 3] / scale)], 1)
+    out[:, 2] = np.where(b[:, 2] >= rw, w, out[:, 2])
+    out[:, 3] = np.where(b[:, 3] >= rh, h, out[:, 3])
     out = np.clip(out, 0, [w, h, w, h]).astype(np.int32)
     return out.reshape(-1, 4)
 

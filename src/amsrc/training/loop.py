@@ -222,7 +222,12 @@ def _resume(last_path: Path, preset: Preset, n: int, model, optimizer, scheduler
     state = load_state(last_path)
     # read through Preset.from_dict: settings added since the run was written take the value that
     # reproduces it (e.g. prepare.scale 1.0), so they do not count as changed
-    changed = [k for k in config_diff(Preset.from_dict(state["config"]).to_dict(), preset.to_dict())
+    try:
+        before = Preset.from_dict(state["config"]).to_dict()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{last_path}: cannot resume, its settings are not readable by this version ({exc}); "
+                          "train again without resume") from None
+    changed = [k for k in config_diff(before, preset.to_dict())
                if k not in _RESUME_MAY_CHANGE and not k.startswith(_RESUME_MAY_CHANGE_SECTIONS)]
     if changed:
         raise ConfigError(f"{last_path}: cannot resume, settings differ from the interrupted run: {', '.join(changed)}")
