@@ -286,6 +286,7 @@ def test_ped2_paper_preset_is_the_papers_formulation_on_the_ped2_inputs():
     assert (paper.train.epochs, paper.train.lr, paper.train.lr_decay, paper.train.lr_step) == (60, 2e-4, 0.8, 10)
     assert (paper.score.w_f, paper.score.w_p, paper.score.w_m, paper.train.bank_size) == (1.0, 0.01, 0.0, 0)
     assert paper.score.edge_min_side == 0 and ped2.score.edge_min_side == 16  # the paper's max over every object
+    assert not paper.train.flip and ped2.train.flip
     net = build_model(paper.model, paper.prepare.channels, paper.prepare.cube_size)
     assert net.std_x is None and net.up3.skip and net.appearance.down3[1][0].out_channels == 512
 
