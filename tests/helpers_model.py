@@ -33,12 +33,13 @@ def ctrl_c_at_frame(monkeypatch, n: int) -> None:
     ``n - 1`` frames are scored."""
     from amsrc.live import stream
 
-    real, calls = stream.StreamScorer.finish, {"n": 0}
+    real, calls = stream.StreamScorer.finish_many, {"n": 0}
 
-    def finish(self, prep):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise KeyboardInterrupt
-        return real(self, prep)
+    def finish_many(self, preps):  # every path (push, finish, files) finishes frames here
+        for _ in preps:
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+        return real(self, preps)
 
-    monkeypatch.setattr(stream.StreamScorer, "finish", finish)
+    monkeypatch.setattr(stream.StreamScorer, "finish_many", finish_many)
