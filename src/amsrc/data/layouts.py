@@ -188,6 +188,21 @@ def _with(clip: Clip, labels: np.ndarray | None = None, masks: MaskSource | None
     )
 
 
+def source_frame_size(source: str | Path) -> tuple[int, int]:
+    """(H, W) of the first frame of a frame folder (:func:`list_numbered_files`) or of a video file,
+    decoding one frame."""
+    path = Path(source)
+    if path.is_dir():
+        return tuple(read_image(list_numbered_files(path)[0]).shape[:2])
+    if not path.is_file():
+        raise DataError(path, "not found: the frame size of a clip is read from its source")
+    reader = VideoReader(path)
+    try:
+        return tuple(reader.shape)
+    finally:
+        reader.close()
+
+
 def _clip_shape(clip: Clip) -> tuple[int, int]:
     if clip.frame_files is not None:
         return read_image(clip.frame_files[0]).shape[:2]

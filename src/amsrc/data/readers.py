@@ -16,7 +16,7 @@ import av
 import cv2
 import numpy as np
 
-from amsrc.data.index import FRAME_EXTS, Clip
+from amsrc.data.index import Clip
 from amsrc.errors import DataError
 
 log = logging.getLogger("amsrc")
@@ -358,23 +358,6 @@ class VideoReader:
             k += 1
         if stop is not None and k < stop:
             raise DataError(self.source, f"video ended after {k} frames, {stop} expected (truncated?)")
-
-
-def source_frame_size(source: str | Path) -> tuple[int, int]:
-    """(H, W) of the first frame of a frame folder (files with FRAME_EXTS, sorted) or a video file."""
-    path = Path(source)
-    if path.is_dir():
-        files = sorted(f for f in path.iterdir() if f.suffix.lower() in FRAME_EXTS)
-        if not files:
-            raise DataError(path, f"holds no frame files ({', '.join(FRAME_EXTS)}) to take the frame size from")
-        return tuple(read_image(files[0]).shape[:2])
-    if not path.is_file():
-        raise DataError(path, "not found: the frame size of a clip is read from its source")
-    reader = VideoReader(path)
-    try:
-        return tuple(reader.shape)
-    finally:
-        reader.close()
 
 
 def open_clip(clip: Clip) -> FolderReader | VideoReader:

@@ -472,7 +472,7 @@ class ClipCubes:
     def frame_size(self) -> tuple[int, int]:
         """(H, W) of the clip's frames, the pixels its boxes are in."""
         if self.frame_hw is None:
-            from amsrc.data.readers import source_frame_size
+            from amsrc.data.layouts import source_frame_size
 
             self.frame_hw = source_frame_size(self.source)
         return self.frame_hw
