@@ -116,14 +116,11 @@ def mirror_cubes(app_in: torch.Tensor, target: torch.Tensor, flow_in: torch.Tens
         return app_in, target, flow_in
     sign = torch.ones(flow_in.shape[1], dtype=flow_in.dtype, device=flow_in.device)
     sign[0::2] = -1.0
-    m = mask.to(flow_in.device).view(-1, 1, 1, 1)
+    m = mask.to(flow_in.device)
     out = []
     for t, s in ((app_in, None), (target, None), (flow_in, sign)):
-        f = t.flip(-1)
-        if s is not None:
-            f = f * s.view(1, -1, 1, 1)
-        fmt = torch.channels_last if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) \
-            and not t.is_contiguous() else torch.contiguous_format
-        out.append(torch.where(m, f, t).contiguous(memory_format=fmt))
+        f = t[m].flip(-1)
+        r = t.clone()  # keeps the memory layout (channels-last or not)
+        r[m] = f if s is None else f * s.view(1, -1, 1, 1)
+        out.append(r)
     return tuple(out)
-
