@@ -183,6 +183,24 @@ def test_bad_settings_are_refused(scene, tmp_path):
     _nothing_left(tmp_path / "o")
 
 
+def test_folds_hold_out_each_block_of_clips_in_turn(scene, tmp_path, capsys):
+    """--fold 1 holds out the block of clips before the last: folds 0 and 1 together hold out every clip
+    once; a fold past the clips is refused, naming the folds that exist."""
+    assert main(["data", "inject", str(scene), "--out", str(tmp_path / "f1"), "--kinds", "rigid", "--holdout", "2",
+                 "--fold", "1"]) == 0
+    idx = load_dataset(tmp_path / "f1")
+    assert [c.name for c in idx.clips("training")] == ["03", "04"] and [c.name for c in idx.clips("testing")] == ["01", "02"]
+    src = {c.name: c for c in load_dataset(scene).clips("training")}
+    for c in idx.clips("training"):  # the fit clips are the later ones, unchanged
+        assert [f.read_bytes() for f in c.frame_files] == [f.read_bytes() for f in src[c.name].frame_files]
+    assert all(c.labels.sum() > 0 for c in idx.clips("testing"))
+    assert json.loads((tmp_path / "f1" / "inject.json").read_text())["settings"]["fold"] == 1
+    capsys.readouterr()
+    assert main(["data", "inject", str(scene), "--out", str(tmp_path / "f2"), "--holdout", "2", "--fold", "2"]) == 2
+    assert "folds 0..1 exist" in capsys.readouterr().err
+    _nothing_left(tmp_path / "f2")
+
+
 def test_video_files_given_one_by_one(scene, tmp_path):
     """Video sources: fit clips are decoded to PNG frames, held-out ones injected; same layout."""
     from amsrc.data.readers import open_clip

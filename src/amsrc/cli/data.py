@@ -51,7 +51,7 @@ def cmd_data_inject(args: argparse.Namespace) -> int:
     if args.preview:
         check_output(args.preview, "file", "--preview", srcs, trees)
     res = inject(args.sources, out,
-                 InjectSettings(seed=args.seed, kinds=kinds, holdout=args.holdout, fps=args.fps), preview=args.preview)
+                 InjectSettings(seed=args.seed, kinds=kinds, holdout=args.holdout, fold=args.fold, fps=args.fps), preview=args.preview)
     print(res.format())
     if args.preview:
         print(f"  preview: {args.preview}")
@@ -104,6 +104,8 @@ def add_parsers(sub) -> None:
                      f"in turn (default {','.join(KINDS)})")
     inj.add_argument("--holdout", type=positive_int, default=None, help="held-out clips (the last ones; default a quarter, "
                      "at least 1)")
+    inj.add_argument("--fold", type=nonneg_int, default=0, help="hold out the FOLD-th block of --holdout clips counted "
+                     "from the end (default 0: the last ones); folds 0, 1, ... cross-validate over all the clips")
     inj.add_argument("--fps", type=positive_float, default=None, help="frame rate of the footage, for the seconds an object "
                      "loiters (default: the video's; 25 for frame folders)")
     inj.add_argument("--preview", default=None, help="also write a PNG: one injected frame beside the original")

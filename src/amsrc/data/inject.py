@@ -1,7 +1,9 @@
 """Pseudo-anomalies composited into real normal footage: a labelled validation set with no test label.
 
 ``inject(sources, out)`` splits normal clips into FIT clips (copied unchanged to
-``OUT/training/frames``) and HELD-OUT clips, into which it pastes anomalies, written to
+``OUT/training/frames``) and HELD-OUT clips (the last ``holdout`` clips; ``fold`` k holds out the
+k-th block of ``holdout`` clips counted from the end instead, so several sets together cross-validate
+over all the footage), into which it pastes anomalies, written to
 ``OUT/testing/frames`` with frame labels (``OUT/<name>.mat``) and pixel masks
 (``OUT/testing/pixel_masks``): the frames layout, so ``amsrc run OUT`` trains on the fit clips and
 reports on the injected ones. Every choice made on it (epochs, weights, smoothing, boxes, flow,
@@ -419,6 +421,7 @@ class InjectSettings:
     seed: int = 0
     kinds: tuple[str, ...] = KINDS
     holdout: int | None = None  # held-out clips (the last ones); None: a quarter, at least 1
+    fold: int = 0  # which block of `holdout` clips is held out, counted from the end: 0 the last ones, 1 those before
     fps: float | None = None  # frame rate of the footage (times of loiter events); None: the clip's, else DEFAULT_FPS
 
     def check(self) -> None:
@@ -427,6 +430,8 @@ class InjectSettings:
             raise ConfigError(f"--kinds: unknown {', '.join(bad) or '(none given)'}; choose from {', '.join(KINDS)}")
         if self.holdout is not None and self.holdout < 1:
             raise ConfigError(f"--holdout must be >= 1, got {self.holdout}")
+        if not isinstance(self.fold, int) or self.fold < 0:
+            raise ConfigError(f"--fold must be an integer >= 0, got {self.fold!r}")
         if self.fps is not None and not (self.fps > 0 and np.isfinite(self.fps)):
             raise ConfigError(f"--fps must be a positive number, got {self.fps}")
 
@@ -460,7 +465,10 @@ def _copy_clip(clip: Clip, dst: Path) -> None:
 
 
 def _fingerprint(clips: list[Clip], settings: InjectSettings) -> str:
-    h = hashlib.sha256(json.dumps({"v": INJECT_VERSION, **asdict(settings)}, sort_keys=True).encode())
+    fields = asdict(settings)
+    if fields["fold"] == 0:  # the sets written before folds existed keep their key
+        del fields["fold"]
+    h = hashlib.sha256(json.dumps({"v": INJECT_VERSION, **fields}, sort_keys=True).encode())
     for c in clips:
         h.update(source_hash(c).encode())
     return h.hexdigest()
@@ -491,13 +499,19 @@ class InjectResult:
         return "\n".join(lines)
 
 
-def _split(clips: list[Clip], holdout: int | None) -> tuple[list[Clip], list[Clip]]:
-    if len(clips) < 2:
-        raise ConfigError(f"inject needs at least 2 normal clips (one to fit on, one to hold out), got {len(clips)}")
-    k = holdout if holdout is not None else max(1, len(clips) // 4)
-    if k >= len(clips):
-        raise ConfigError(f"--holdout {k} leaves no clip to fit on ({len(clips)} clips)")
-    return clips[:-k], clips[-k:]
+def _split(clips: list[Clip], holdout: int | None, fold: int = 0) -> tuple[list[Clip], list[Clip]]:
+    """(fit clips, held-out clips): the ``fold``-th block of ``holdout`` clips counted from the end is held out."""
+    n = len(clips)
+    if n < 2:
+        raise ConfigError(f"inject needs at least 2 normal clips (one to fit on, one to hold out), got {n}")
+    k = holdout if holdout is not None else max(1, n // 4)
+    if k >= n:
+        raise ConfigError(f"--holdout {k} leaves no clip to fit on ({n} clips)")
+    end = n - fold * k
+    if end - k < 0:
+        raise ConfigError(f"--fold {fold} with --holdout {k} needs {(fold + 1) * k} clips, there are {n}: "
+                          f"folds 0..{n // k - 1} exist")
+    return clips[:end - k] + clips[end:], clips[end - k:end]
 
 
 def _check_names(clips: list[Clip]) -> None:
@@ -519,7 +533,7 @@ def inject(sources: list[str | Path], out: str | Path, settings: InjectSettings 
     out = Path(out)
     clips = source_clips(list(sources))
     _check_names(clips)
-    fit, held = _split(clips, settings.holdout)
+    fit, held = _split(clips, settings.holdout, settings.fold)
     key = _fingerprint(clips, settings)
     if out.exists():
         rec = out / RECORD

@@ -16,14 +16,15 @@ from amsrc.prepare.store import CubeStore
 def run_pipeline(root, preset_name: str, out: str | Path, variant: str | None = None,
                  epochs: int | None = None, workers: int = 1, device: str = "cpu",
                  progress: bool = True, resume: bool = True, log=print,
-                 overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+                 overrides: list[str] | tuple[str, ...] = (), name: str | None = None) -> dict[str, Any]:
     """Prepare the cubes of ``root`` (a path or a DatasetIndex), train on its training split, evaluate on its test split.
 
     ``overrides``: ``SECTION.KEY=VALUE`` settings; ``boxes.*``, ``flow.*`` and ``prepare.*`` ones change the
     cubes (and the store's settings), the others the model.
 
     Layout of ``out``: ``cubes/`` (the cube store, reused when its settings and sources match),
-    ``train_<variant>/`` (log, checkpoints, ``model.pt``), ``eval_<variant>/`` (results and plots).
+    ``train_<name>/`` (log, checkpoints, ``model.pt``), ``eval_<name>/`` (results and plots); ``name``
+    defaults to the variant, another one lets several trainings share one store.
     An interrupted run resumes: finished clips are not prepared again and training continues from
     the last epoch's checkpoint.
     """
@@ -43,7 +44,7 @@ def run_pipeline(root, preset_name: str, out: str | Path, variant: str | None = 
     log(report.format())
     store = CubeStore.open(out / "cubes")
 
-    v = preset.model.variant
+    v = name or preset.model.variant
     t0 = time.perf_counter()
     det.fit(store, out / f"train_{v}", resume=resume)
     timings["train_s"] = time.perf_counter() - t0
