@@ -11,6 +11,7 @@ from amsrc.errors import ConfigError, DataError
 from amsrc.model.inputs import to_channels_last, to_tensors, uses_channels_last
 from amsrc.model.losses import (
     amsrc_loss,
+    consistency_distance,
     consistency_loss,
     decay_weights,
     gradient_loss,
@@ -24,9 +25,10 @@ torch.set_num_threads(1)
 TINY = ModelConfig.WIDTH_PRESETS["tiny"]
 
 
-def _model(variant="amsrc", widths=TINY, channels=1, seed=0, standardise=True):
+def _model(variant="amsrc", widths=TINY, channels=1, seed=0, standardise=True, consistency="cosine"):
     torch.manual_seed(seed)
-    return build_model(ModelConfig(variant=variant, widths=widths, standardise=standardise), channels, 32)
+    return build_model(ModelConfig(variant=variant, widths=widths, standardise=standardise, consistency=consistency),
+                       channels, 32)
 
 
 def _cubes(n, channels=1, seed=0):
@@ -115,6 +117,12 @@ def test_bad_model_settings():
         build_model(ModelConfig(widths=(8, 16, 32)), 1, 32)
     with pytest.raises(ConfigError, match="model.skips must be 0, 1, 2 or 3"):
         build_model(ModelConfig(widths=TINY, skips=4), 1, 32)
+    with pytest.raises(ConfigError, match="model.motion_flows must be 1 .. 4"):
+        build_model(ModelConfig(widths=TINY, motion_flows=0), 1, 32)
+    with pytest.raises(ConfigError, match="model.consistency must be one of cosine, squared"):
+        build_model(ModelConfig(widths=TINY, consistency="l2"), 1, 32)
+    with pytest.raises(ConfigError, match="needs model.standardise=true"):
+        build_model(ModelConfig(widths=TINY, consistency="squared", standardise=False), 1, 32)
 
 
 @pytest.mark.parametrize("skips", [0, 1, 2, 3])
@@ -137,6 +145,24 @@ def test_skips_decide_which_appearance_maps_reach_the_decoder(skips):
                 h.remove()
             kept = level >= 3 - skips  # skips keeps the coarsest: s2 first, then s1, then s0
             assert (not torch.equal(got, ref)) == kept, (skips, level)
+
+
+@pytest.mark.parametrize("variant", ["amsrc", "nogate"])
+def test_motion_flows_decide_which_flows_the_motion_stream_sees(variant):
+    """``motion_flows=3``: the flow into frame t (channels 6, 7) changes nothing the network returns,
+    an earlier flow does; with the default 4 the last flow counts too."""
+    a, f = torch.rand(3, 4, 32, 32), torch.randn(3, 8, 32, 32)
+    later, earlier = f.clone(), f.clone()
+    later[:, 6:] += 2.0
+    earlier[:, 4:6] += 2.0
+    for flows in (3, 4):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(variant=variant, widths=TINY, motion_flows=flows), 1, 32).eval()
+        with torch.no_grad():
+            ref, last, early = model(a, f), model(a, later), model(a, earlier)
+        for k in ("pred", "x", "y", "m"):
+            assert torch.equal(getattr(ref, k), getattr(last, k)) == (flows == 3 or k == "x"), (flows, k)
+            assert torch.equal(getattr(ref, k), getattr(early, k)) == (k == "x"), (flows, k)
 
 
 def test_channels_last_same_outputs():
@@ -170,6 +196,19 @@ def test_consistency_loss_hand_computed():
     assert consistency_loss(x, y).item() == pytest.approx((1 + 0 + 0.04) / 3, abs=1e-6)
     # (B, C, H, W) maps are flattened per sample
     assert consistency_loss(x.view(3, 2, 1, 1), y.view(3, 2, 1, 1)).item() == pytest.approx(1.04 / 3, abs=1e-6)
+
+
+def test_squared_consistency_hand_computed_and_sees_scale():
+    x = torch.tensor([[1.0, 0.0], [1.0, 1.0], [3.0, 4.0]])
+    y = torch.tensor([[0.0, 1.0], [2.0, 2.0], [4.0, 3.0]])
+    # mean over D of (x - y)^2: (1 + 1) / 2, (1 + 1) / 2, (1 + 1) / 2
+    np.testing.assert_allclose(consistency_distance(x, y, "squared").numpy(), [1.0, 1.0, 1.0])
+    assert consistency_loss(x, y, "squared").item() == pytest.approx(1.0)
+    # a bottleneck twice as long: invisible to 1 - cos, seen by the squared distance
+    assert consistency_distance(x, 2 * x, "cosine").abs().max().item() < 1e-6
+    np.testing.assert_allclose(consistency_distance(x, 2 * x, "squared").numpy(), [0.5, 1.0, 12.5])
+    with pytest.raises(ValueError, match="unknown consistency 'l1'"):
+        consistency_distance(x, y, "l1")
 
 
 def test_intensity_loss_hand_computed():
@@ -230,12 +269,13 @@ def test_to_tensors_layout(channels_last):
         assert a.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_object_scores_match_manual(tmp_path):
+@pytest.mark.parametrize("consistency", ["cosine", "squared"])
+def test_object_scores_match_manual(tmp_path, consistency):
     app, flow = _cubes(7)
     np.save(tmp_path / "a.npy", app)
     np.save(tmp_path / "f.npy", flow)
     app_m, flow_m = np.load(tmp_path / "a.npy", mmap_mode="r"), np.load(tmp_path / "f.npy", mmap_mode="r")
-    model = _model()
+    model = _model(consistency=consistency)
     model.train()
     sc = object_scores(model, app_m, flow_m, 4.0, batch_size=3)
     assert model.training  # mode restored
@@ -245,11 +285,14 @@ def test_object_scores_match_manual(tmp_path):
         a, t, f = to_tensors(app, flow, 4.0)
         out = model(a, f)
         x, y = out.x.double(), out.y.double()
-        s_f = 1 - (x * y).sum(1) / (x.norm(dim=1) * y.norm(dim=1))
+        if consistency == "cosine":
+            s_f = 1 - (x * y).sum(1) / (x.norm(dim=1) * y.norm(dim=1))
+        else:
+            s_f = ((x - y) ** 2).mean(1)
         s_p = ((out.pred.double() - t.double()) ** 2).sum(dim=(1, 2, 3))
     np.testing.assert_allclose(sc.s_f, s_f.numpy(), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(sc.s_p, s_p.numpy(), rtol=1e-4)
-    assert (sc.s_f >= 0).all() and (sc.s_f <= 1 + 1e-6).all()
+    assert (sc.s_f >= 0).all() and (consistency == "squared" or (sc.s_f <= 1 + 1e-6).all())
 
 
 def test_object_scores_empty_and_baseline():

@@ -135,7 +135,7 @@ def test_overlay_exception_leaves_nothing(tmp_path):
 
 
 # ---------------------------------------------------------------- ONNX export
-def _tiny_checkpoint(path, variant: str, seed: int = 0):
+def _tiny_checkpoint(path, variant: str, seed: int = 0, motion_flows: int = 4, consistency: str = "cosine"):
     """A tiny network with non-trivial batch-norm statistics (so eval mode matters), saved as model.pt."""
     import torch
 
@@ -147,6 +147,8 @@ def _tiny_checkpoint(path, variant: str, seed: int = 0):
     preset = get_preset("synthetic")
     preset.model.widths = (8, 16, 32, 64)
     preset.model.variant = variant
+    preset.model.motion_flows = motion_flows
+    preset.model.consistency = consistency
     torch.manual_seed(seed)
     model = build_model(preset.model, preset.prepare.channels, preset.prepare.cube_size)
     g = torch.Generator().manual_seed(seed + 1)
@@ -206,6 +208,21 @@ def test_onnx_export_matches_pytorch(tmp_path, variant):
     assert (res.max_abs["s_m"] < 1e-4) if variant == "amsrc" else ("s_m" not in res.max_abs)
     if variant == "baseline":
         assert res.max_abs["s_f"] == 0.0
+
+
+def test_onnx_export_of_the_model_options(tmp_path):
+    """model.motion_flows=3 and model.consistency=squared: the graph still takes the cube's 8 flow
+    channels and its scores agree with PyTorch's."""
+    import onnx
+
+    from amsrc.export import check_onnx, export_onnx
+
+    ckpt = _tiny_checkpoint(tmp_path / "model.pt", "amsrc", motion_flows=3, consistency="squared")
+    out = export_onnx(ckpt, tmp_path / "model.onnx")
+    flow_in = onnx.load(str(out)).graph.input[1]
+    assert flow_in.name == "flow_in" and flow_in.type.tensor_type.shape.dim[1].dim_value == 8
+    res = check_onnx(out, ckpt, batch_sizes=(1, 7))
+    assert res.ok and res.max_abs["s_m"] < 1e-4 and res.max_abs["s_f"] < 1e-4, res.format()
 
 
 def test_onnx_check_catches_a_different_network_and_cli(tmp_path, capsys):

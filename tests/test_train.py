@@ -78,11 +78,12 @@ def _log(path):
         return list(csv.DictReader(fh))
 
 
-@pytest.mark.parametrize("standardise", [False, True])
-def test_training_reduces_the_loss(tmp_path, standardise):
+@pytest.mark.parametrize("standardise,consistency", [(False, "cosine"), (True, "cosine"), (True, "squared")])
+def test_training_reduces_the_loss(tmp_path, standardise, consistency):
     app, flow = moving_squares(256)
     preset = tiny_preset(epochs=8, lr=4e-3, batch_size=16)
     preset.model.standardise = standardise
+    preset.model.consistency = consistency
     path = train_model([(app, flow)], preset, tmp_path, progress=False)
     rows = _log(tmp_path / "train_log.csv")
     assert [int(r["epoch"]) for r in rows] == list(range(1, 9))

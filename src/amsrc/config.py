@@ -111,6 +111,14 @@ class ModelConfig:
     standardise: bool = True  # consistency (loss and S_f) on bottlenecks standardised per feature with batch / running training statistics
     # appearance skips into the decoder, coarsest first: 3 = all (the paper's UNet), 0 = only the fused bottleneck
     skips: int = 3
+    # flows of the cube the motion stream sees, the earliest first: 4 = all, (t-4->t-3) .. (t-1->t), as the
+    # official cubes, so it sees the motion into frame t, the frame the decoder predicts; 3 = only the flows
+    # between the input frames t-4 .. t-1, so frame t is predicted, not reconstructed from its own motion
+    motion_flows: int = 4
+    # the consistency (its loss and S_f): "cosine" 1 - cos(x, y) (the paper); "squared" the mean squared
+    # difference of the standardised bottlenecks, which also sees a motion feature grown out of its
+    # normal scale (needs standardise)
+    consistency: str = "cosine"
 
 
 @dataclass

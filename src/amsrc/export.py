@@ -272,7 +272,7 @@ def check_onnx(onnx_path: str | Path, model_path: str | Path, appearance=None, f
                                        f"{preset.model.variant!r}")
         # S_m: the graph's own where it has one (its memory is a constant of the file), else from its m
         bank = None if ck.motion_bank is None or "s_m" in got else torch.from_numpy(ck.motion_bank)
-        f, p, mr = cue_scores(pred, target, x, y, m, bank, preset.train.bank_k)
+        f, p, mr = cue_scores(pred, target, x, y, m, bank, preset.train.bank_k, preset.model.consistency)
         mr = got.get("s_m", mr)
         s_f, s_p = f.numpy(), p.numpy()
         pairs = {"pred": (pred, ref_out.pred), "x": (x, ref_out.x)}

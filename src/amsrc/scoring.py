@@ -4,7 +4,8 @@ Every scorer calls these functions: evaluation (:meth:`AMSRC.score_store`), live
 (:class:`~amsrc.live.stream.StreamScorer`), the ONNX check (:func:`~amsrc.export.check_onnx`),
 the baselines, the benchmarks and the diagnosis. A change to the score is made here.
 
-Per object (DESIGN.md section 6): ``S_f = 1 - cos(x, y)`` and ``S_p = ||pred - target||^2``
+Per object (DESIGN.md section 6): ``S_f = 1 - cos(x, y)`` (or, with ``model.consistency=squared``,
+the mean squared difference of the standardised bottlenecks) and ``S_p = ||pred - target||^2``
 (:func:`cue_scores`, run by :func:`object_scores`), and, where the model kept a memory of its
 training objects, ``S_m`` (:func:`motion_rarity`): the mean distance from the object's pooled motion
 bottleneck to the k nearest training objects' (motion semantics never seen in normal footage); each
@@ -36,7 +37,7 @@ from scipy.ndimage import gaussian_filter1d
 from amsrc.config import ScoreConfig
 from amsrc.errors import ConfigError, DataError
 from amsrc.model.inputs import check_cubes, to_tensors, uses_channels_last
-from amsrc.model.losses import cosine_distance
+from amsrc.model.losses import consistency_distance
 
 # Smallest standard deviation used by zscore. Training statistics with a smaller (or zero) std,
 # e.g. S_f of the "baseline" variant, which is identically 0, are divided by this instead, so a
@@ -61,7 +62,7 @@ FRAME_BASE = "frames are numbered from 0"
 class TrainStats:
     """Mean and std of the object scores over the training cubes, under the final model."""
 
-    s_f_mean: float  # mean of S_f = 1 - cos(x, y)
+    s_f_mean: float  # mean of S_f (1 - cos(x, y) by default)
     s_f_std: float  # population std (ddof=0) of S_f
     s_p_mean: float  # mean of S_p = sum of squared prediction error per object
     s_p_std: float  # population std (ddof=0) of S_p
@@ -166,11 +167,12 @@ def motion_rarity(m: Any, bank: Any, k: int, groups: Any = None, bank_groups: An
 
 def cue_scores(pred: torch.Tensor | None, target: torch.Tensor | None, x: torch.Tensor,
                y: torch.Tensor | None, m: torch.Tensor | None = None, bank: torch.Tensor | None = None,
-               k: int = 5) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """The cues of a batch, float32: S_f = 1 - cos(flatten(x), flatten(y)) (B,) (zeros without y),
+               k: int = 5, consistency: str = "cosine") -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The cues of a batch, float32: S_f = the model's ``consistency`` distance of flatten(x) and
+    flatten(y) (:func:`~amsrc.model.losses.consistency_distance`; 1 - cos by default) (B,) (zeros without y),
     S_p = sum((pred - target)^2) over C x S x S (B,) (None without pred) and S_m = :func:`motion_rarity`
     of the pooled motion bottleneck ``m`` against ``bank`` (None without either)."""
-    s_f = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device) if y is None else cosine_distance(x, y)
+    s_f = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device) if y is None else consistency_distance(x, y, consistency)
     s_p = None if pred is None else (pred - target).pow(2).flatten(1).sum(1)
     s_m = None if m is None or bank is None else motion_rarity(m, bank, k)
     return s_f, s_p, s_m
@@ -233,7 +235,7 @@ def object_scores(model: torch.nn.Module, appearance, flow, flow_scale: float, b
                     out = model(app_in, flow_in) if need_pred else model.encode(app_in, flow_in)
                     x, y, pred, m = out.x, out.y, out.pred, out.m
                     target = target.to(dev, non_blocking=True) if need_pred else None
-                f, p, r = cue_scores(pred, target, x, y, m, bank, bank_k)
+                f, p, r = cue_scores(pred, target, x, y, m, bank, bank_k, getattr(getattr(model, "module", model), "consistency", "cosine"))
                 s_f[i:j] = f.float().cpu().numpy()
                 if p is not None:
                     s_p[i:j] = p.float().cpu().numpy()

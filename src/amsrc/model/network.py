@@ -8,7 +8,8 @@ looks it up by ``cfg.variant``.
 Shapes (S = cube size, a multiple of 8; C = image channels; w = cfg.widths):
 
     app_in  (B, 4*C, S, S) float32 in [0, 1]   frames t-4 .. t-1, frame-major channels
-    flow_in (B, 8, S, S)   float32              flows (t-4->t-3) .. (t-1->t) as (dx, dy), / flow_scale
+    flow_in (B, 8, S, S)   float32              flows (t-4->t-3) .. (t-1->t) as (dx, dy), / flow_scale; the
+                                                motion stream reads the first 2 * cfg.motion_flows channels
     pred    (B, C, S, S)   in [0, 1]            predicted frame t
     x, y    (B, w[3] * (S/8)**2)                appearance / motion bottlenecks, flattened (y None: baseline)
     m       (B, w[3])                           motion bottleneck averaged over its S/8 x S/8 positions, before
@@ -26,6 +27,7 @@ from torch import nn
 
 from amsrc.config import ModelConfig
 from amsrc.errors import ConfigError
+from amsrc.model.losses import CONSISTENCY
 from amsrc.prepare.cubes import T_APPEARANCE, T_FLOW
 
 
@@ -116,16 +118,27 @@ class AMSRCNet(nn.Module):
     """The network. ``fusion``: "gate" (x + sigmoid(x) * y), "add" (x + y) or None (appearance only)."""
 
     def __init__(self, channels: int, widths: tuple[int, int, int, int], fusion: str | None,
-                 standardise: bool = False, cube_size: int = 32, skips: int = 3):
+                 standardise: bool = False, cube_size: int = 32, skips: int = 3, motion_flows: int = T_FLOW,
+                 consistency: str = "cosine"):
         super().__init__()
         if fusion not in ("gate", "add", None):
             raise ConfigError(f"unknown fusion {fusion!r}; expected 'gate', 'add' or None")
         if skips not in (0, 1, 2, 3):
             raise ConfigError(f"model.skips must be 0, 1, 2 or 3 (appearance skips into the decoder), got {skips!r}")
+        if motion_flows not in range(1, T_FLOW + 1):
+            raise ConfigError(f"model.motion_flows must be 1 .. {T_FLOW} (the earliest flows of a cube the motion "
+                              f"stream sees), got {motion_flows!r}")
+        if consistency not in CONSISTENCY:
+            raise ConfigError(f"model.consistency must be one of {', '.join(CONSISTENCY)}, got {consistency!r}")
+        if consistency == "squared" and fusion is not None and not standardise:
+            raise ConfigError("model.consistency=squared needs model.standardise=true: unstandardised bottlenecks "
+                              "can meet by shrinking to 0")
         w0, w1, w2, w3 = widths
         self.fusion = fusion
+        self.motion_flows = motion_flows
+        self.consistency = consistency  # how S_f and the consistency loss compare x and y (model.losses)
         self.appearance = AppearanceEncoder((T_APPEARANCE - 1) * channels, widths)  # frames t-4 .. t-1
-        self.motion = MotionEncoder(2 * T_FLOW, widths) if fusion is not None else None
+        self.motion = MotionEncoder(2 * motion_flows, widths) if fusion is not None else None
         # skips, coarsest first: up1 takes the S/4 map, up2 the S/2 one, up3 the full-size one
         self.up1 = Up(w3, w2, skip=skips >= 1)
         self.up2 = Up(w2, w1, skip=skips >= 2)
@@ -153,6 +166,8 @@ class AMSRCNet(nn.Module):
             return None
         if flow_in is None:
             raise ValueError("this variant needs flow_in")
+        if self.motion_flows < T_FLOW:
+            flow_in = flow_in[:, : 2 * self.motion_flows]
         return self.motion(flow_in)
 
     def forward(self, app_in: torch.Tensor, flow_in: torch.Tensor | None = None) -> NetOutput:
@@ -209,14 +224,14 @@ def resolve_widths(widths: tuple[int, ...]) -> tuple[int, int, int, int]:
 def amsrc(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:
     """Full AMSRC-Net: gated fusion x + sigmoid(x) * y."""
     return AMSRCNet(channels, resolve_widths(cfg.widths), fusion="gate", standardise=cfg.standardise, cube_size=cube_size,
-                    skips=cfg.skips)
+                    skips=cfg.skips, motion_flows=cfg.motion_flows, consistency=cfg.consistency)
 
 
 @register_variant
 def nogate(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:
     """Ablation "w/o gated fusion": the two bottlenecks are added."""
     return AMSRCNet(channels, resolve_widths(cfg.widths), fusion="add", standardise=cfg.standardise, cube_size=cube_size,
-                    skips=cfg.skips)
+                    skips=cfg.skips, motion_flows=cfg.motion_flows, consistency=cfg.consistency)
 
 
 @register_variant

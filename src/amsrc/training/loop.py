@@ -257,7 +257,7 @@ def _epoch(net, model, optimizer, cubes: CubeSet, mine: np.ndarray, batch: int, 
         if tc.flip:  # torch's RNG: saved in last.pt, so a resumed run mirrors the same cubes
             app_in, target, flow_in = mirror_cubes(app_in, target, flow_in, torch.rand(len(idx)) < 0.5)
         app_in, target, flow_in = (t.to(dev, non_blocking=True) for t in (app_in, target, flow_in))
-        terms = amsrc_loss(net(app_in, flow_in), target, tc, weights)
+        terms = amsrc_loss(net(app_in, flow_in), target, tc, weights, mc.consistency)
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         optimizer.step()
