@@ -19,8 +19,8 @@ to them is seen to lose. Then a table per kind of pseudo-anomaly (fast, contrafl
 the smoothed AUROC of that kind's frames against the fold's normal frames, mean over the folds: the
 kind a recipe wins or loses on (the mix and each cue alone), and where the baselines stand
 (velocity sees only speed).
-Interrupted runs resume (finished trainings are reused); ``--report`` only prints the tables from
-what is in ``OUT``. Writes ``OUT/folds.json``.
+Interrupted runs resume (finished trainings are reused); ``--report`` trains and evaluates nothing:
+the tables from the finished models in ``OUT`` (the per-kind table scores them again, on the CPU). Writes ``OUT/folds.json``.
 """
 
 from __future__ import annotations
@@ -72,16 +72,16 @@ def per_kind(fold: Path, names: list[str], preset: str) -> dict[str, dict[str, f
         clips = det.score_store(store, "testing")
         for row, got in {name: clips, **{f"{name} {q}": v for q, v in cue_clips(det, clips).items()}}.items():
             rows[row] = [(kinds[c.name], smooth(c.frame_raw, cfg), np.asarray(c.labels)) for c in got]
-    cfg = gaussian(get_preset(preset).score)
-    for b in BASELINES:
+    cfg = gaussian(AMSRC.load(fold / f"train_{names[0]}" / "model.pt").preset_.score if names else get_preset(preset).score)
+    for b in BASELINES:  # with the first recipe's frame rule and smoothing, as the mean table's baseline rows
         got = BaselineScorer(b, cfg).fit(store).score_store(store, "testing")
         rows[b] = [(kinds[c.name], smooth(c.frame_raw, cfg), np.asarray(c.labels)) for c in got]
     out: dict[str, dict[str, float]] = {}
     for row, clips in rows.items():
         normal = np.concatenate([f[y == 0] for _, f, y in clips])
         out[row] = {}
-        for kind, f, y in clips:
-            ab = f[y == 1]
+        for kind in sorted({kd for kd, _, _ in clips}):  # a kind's frames pooled over its clips
+            ab = np.concatenate([f[y == 1] for kd, f, y in clips if kd == kind])
             out[row][kind] = roc_auc(np.r_[normal, ab], np.r_[np.zeros(len(normal)), np.ones(len(ab))])
     return out
 
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="ped2")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--report", action="store_true", help="train nothing: print the tables from OUT's results")
+    ap.add_argument("--report", action="store_true", help="train and evaluate nothing: the tables from OUT's finished models")
     args = ap.parse_args(argv)
 
     from amsrc.config import PREPARE_SECTIONS
@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     recipes = {r[0]: r[1:] for r in args.recipe}
     if len(recipes) != len(args.recipe):
         raise SystemExit("folds.py: two recipes share a name")
+    if set(recipes) & set(BASELINES):
+        raise SystemExit(f"folds.py: a recipe may not be named {' or '.join(BASELINES)} (the baseline rows)")
     for name, sets in recipes.items():
         bad = [s for s in sets if s.partition(".")[0].strip() in PREPARE_SECTIONS]
         if bad:

@@ -219,8 +219,11 @@ def test_onnx_export_of_the_model_options(tmp_path):
 
     ckpt = _tiny_checkpoint(tmp_path / "model.pt", "amsrc", motion_flows=3, consistency="squared")
     out = export_onnx(ckpt, tmp_path / "model.onnx")
-    flow_in = onnx.load(str(out)).graph.input[1]
+    proto = onnx.load(str(out))
+    flow_in = proto.graph.input[1]
     assert flow_in.name == "flow_in" and flow_in.type.tensor_type.shape.dim[1].dim_value == 8
+    meta = {p.key: p.value for p in proto.metadata_props}  # a reader of the file alone learns how S_f is made
+    assert meta["amsrc.consistency"] == "squared" and meta["amsrc.scores"].startswith("s_f = mean over the D features")
     res = check_onnx(out, ckpt, batch_sizes=(1, 7))
     assert res.ok and res.max_abs["s_m"] < 1e-4 and res.max_abs["s_f"] < 1e-4, res.format()
 

@@ -131,7 +131,7 @@ class TrainConfig:
     weight_decay: float = 1e-4  # lambda_model of the L2 term on the weights
     w_intensity: float = 1.0  # weight of the intensity loss
     w_gradient: float = 1.0  # weight of the gradient loss
-    w_consistency: float = 1.0  # weight of the 1 - cos consistency loss
+    w_consistency: float = 1.0  # weight of the consistency loss (model.consistency: 1 - cos by default)
     seed: int = 0  # seeds data order and initial weights
     threads: int = 0  # torch threads; 0 = torch's default
     # augmentation: each training cube is mirrored left-right with probability 0.5 (frames and flows, the
@@ -147,7 +147,7 @@ class TrainConfig:
 
 @dataclass
 class ScoreConfig:
-    w_f: float = 1.0  # weight of z(S_f), the appearance-motion inconsistency 1 - cos
+    w_f: float = 1.0  # weight of z(S_f), the appearance-motion inconsistency (model.consistency: 1 - cos by default)
     w_p: float = 0.0  # weight of z(S_p), the prediction error
     w_m: float = 0.0  # weight of z(S_m), the motion rarity (distance to the nearest training motion semantics)
     smoothing: str = "none"  # temporal smoothing of frame scores: "none", "median", "gaussian"

@@ -143,7 +143,9 @@ def onnx_model(model, preset, stats: dict, opset: int = OPSET, bank: np.ndarray 
         "amsrc.channels": str(c),
         "amsrc.train_stats": json.dumps(stats),
         "amsrc.score_weights": json.dumps({"w_f": preset.score.w_f, "w_p": preset.score.w_p, "w_m": preset.score.w_m}),
-        "amsrc.scores": "s_f = 1 - cos(x, y) (0 without y); s_p = sum((pred - frame t)^2) over C x S x S; "
+        "amsrc.consistency": preset.model.consistency,
+        "amsrc.scores": ("s_f = 1 - cos(x, y)" if preset.model.consistency == "cosine" else
+                         "s_f = mean over the D features of (x - y)^2") + " (0 without y); s_p = sum((pred - frame t)^2) over C x S x S; "
                         "s_m = mean distance of m to its amsrc.bank_k nearest training objects' (output s_m); "
                         "object score = sum of w * (s - mean) / std over the cues (amsrc.train_stats, amsrc.score_weights)",
         "amsrc.bank_k": str(preset.train.bank_k),

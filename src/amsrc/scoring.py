@@ -113,7 +113,7 @@ def _finite_1d(x: Any, name: str) -> np.ndarray:
 
 # ---------------------------------------------------------------- network -> object scores
 class ObjectScores(NamedTuple):
-    s_f: np.ndarray  # (N,) float32 1 - cos(x, y); zeros for the baseline variant (no motion stream)
+    s_f: np.ndarray  # (N,) float32 S_f (1 - cos(x, y) by default); zeros for the baseline variant (no motion stream)
     s_p: np.ndarray  # (N,) float32 sum of squared prediction error of frame t; NaN when not computed (need_pred=False)
     s_m: np.ndarray | None = None  # (N,) float32 motion rarity; NaN without a memory (bank) or motion stream
     pred: np.ndarray | None = None  # (N, C, S, S) float32 predicted frame t, with keep_pred=True
@@ -368,7 +368,7 @@ class ClipScores:
     frame_raw: np.ndarray  # (n_frames,) float64 frame scores before smoothing (max over objects)
     frame: np.ndarray  # (n_frames,) float64 frame scores after the smoothing
     objects: np.ndarray  # (N,) float64 combined object scores
-    s_f: np.ndarray  # (N,) float32 raw 1 - cos(x, y); NaN where not computed (baselines)
+    s_f: np.ndarray  # (N,) float32 raw S_f (1 - cos(x, y) by default); NaN where not computed (baselines)
     s_p: np.ndarray  # (N,) float32 raw squared prediction error; NaN where not computed
     labels: np.ndarray | None  # (n_frames,) uint8 frame labels where known
     offsets: np.ndarray | None = None  # (n_frames + 1,) int64: objects of frame t are [offsets[t], offsets[t+1])

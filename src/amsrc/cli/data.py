@@ -97,15 +97,16 @@ def add_parsers(sub) -> None:
     inj = dsub.add_parser("inject", help="composite pseudo-anomalies into held-out normal clips: a labelled "
                                          "validation set (frames layout) from normal footage alone")
     inj.add_argument("sources", nargs="+", help="normal clips (frame folders or video files, one by one) or a "
-                     "dataset root (its training split); the last --holdout clips are injected, the others copied")
+                     "dataset root (its training split); the last --holdout clips (or --fold's) are injected, the others copied")
     inj.add_argument("--out", required=True, help="output folder (new or empty; a folder holding the same set is kept)")
     inj.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0): same seed, same bytes")
     inj.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated kinds, one event per held-out clip "
                      f"in turn (default {','.join(KINDS)})")
-    inj.add_argument("--holdout", type=positive_int, default=None, help="held-out clips (the last ones; default a quarter, "
+    inj.add_argument("--holdout", type=positive_int, default=None, help="held-out clips (the last ones, or --fold's; default a quarter, "
                      "at least 1)")
     inj.add_argument("--fold", type=nonneg_int, default=0, help="hold out the FOLD-th block of --holdout clips counted "
-                     "from the end (default 0: the last ones); folds 0, 1, ... cross-validate over all the clips")
+                     "from the end (default 0: the last ones); folds 0, 1, ... hold out every clip once when the clip count is a "
+                     "multiple of --holdout")
     inj.add_argument("--fps", type=positive_float, default=None, help="frame rate of the footage, for the seconds an object "
                      "loiters (default: the video's; 25 for frame folders)")
     inj.add_argument("--preview", default=None, help="also write a PNG: one injected frame beside the original")

@@ -420,7 +420,7 @@ def _schedule(kind: str, n: int, scene: SceneModel, rng: np.random.Generator, fp
 class InjectSettings:
     seed: int = 0
     kinds: tuple[str, ...] = KINDS
-    holdout: int | None = None  # held-out clips (the last ones); None: a quarter, at least 1
+    holdout: int | None = None  # held-out clips (the last ones, or the fold's); None: a quarter, at least 1
     fold: int = 0  # which block of `holdout` clips is held out, counted from the end: 0 the last ones, 1 those before
     fps: float | None = None  # frame rate of the footage (times of loiter events); None: the clip's, else DEFAULT_FPS
 

@@ -55,7 +55,7 @@ class FrameResult:
     anomalous: bool | None  # score >= threshold; None when the scorer has no threshold
     boxes: np.ndarray  # (K, 4) int32 x0, y0, x1, y1 in the pixels of the frame as pushed
     object_scores: np.ndarray  # (K,) float64 combined object scores w_f z(S_f) + w_p z(S_p) + w_m z(S_m)
-    s_f: np.ndarray  # (K,) float32 raw 1 - cos(x, y)
+    s_f: np.ndarray  # (K,) float32 raw S_f (1 - cos(x, y) by default)
     s_p: np.ndarray  # (K,) float32 raw squared prediction error; NaN when not computed (w_p = 0: no decoder run)
     speed: np.ndarray  # (K,) float32 object_speeds: median flow magnitude, pixels/frame at the fitted size
     seconds: float  # processing time of this frame (flow, boxes, cubes, network, score), waits excluded

@@ -15,11 +15,11 @@ import torch
 from amsrc.errors import DataError
 from amsrc.prepare.cubes import T_APPEARANCE, T_FLOW
 
-FLOW_CHANNELS = 2 * T_FLOW  # (dx, dy) of each flow: the motion stream's input channels
+FLOW_CHANNELS = 2 * T_FLOW  # (dx, dy) of each flow: the network's flow input (its motion stream reads 2 * motion_flows)
 
 
 class ObjectScores(NamedTuple):
-    s_f: np.ndarray  # (N,) float32 1 - cos(x, y); zeros for the baseline variant
+    s_f: np.ndarray  # (N,) float32 S_f (1 - cos(x, y) by default); zeros for the baseline variant
     s_p: np.ndarray  # (N,) float32 sum of squared prediction error of frame t; NaN when not computed (need_pred=False)
 
 

@@ -50,7 +50,7 @@ def gradient_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def cosine_distance(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """1 - cos(x_b, y_b) per row: x, y (B, D) -> (B,). Also the object score S_f."""
+    """1 - cos(x_b, y_b) per row: x, y (B, D) -> (B,) (the object score S_f of a "cosine" model)."""
     return 1.0 - F.cosine_similarity(x.flatten(1), y.flatten(1), dim=1, eps=eps)
 
 

@@ -185,7 +185,7 @@ class AMSRCNet(nn.Module):
 
     def encode(self, app_in: torch.Tensor, flow_in: torch.Tensor | None = None) -> NetOutput:
         """What :meth:`forward` returns (same x, y, m) without the decoder (``pred`` is None): for scores
-        that need no prediction (S_f = 1 - cos(x, y), S_m)."""
+        that need no prediction (S_f, S_m)."""
         y = self._motion(flow_in)
         return NetOutput(None, *self._consistency_pair(self.appearance(app_in)[-1], y), _pooled(y))
 
@@ -237,7 +237,8 @@ def nogate(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:
 @register_variant
 def baseline(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:
     """Ablation "baseline": appearance stream only (no motion encoder, y is None)."""
-    return AMSRCNet(channels, resolve_widths(cfg.widths), fusion=None, skips=cfg.skips)
+    return AMSRCNet(channels, resolve_widths(cfg.widths), fusion=None, skips=cfg.skips, motion_flows=cfg.motion_flows,
+                    consistency=cfg.consistency)  # no motion stream: both only checked
 
 
 def build_model(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:

@@ -171,7 +171,8 @@ def train_model(data, preset: Preset, out_dir: Path, resume: bool = False, devic
 
     if d.main and start < tc.epochs:
         log.info(f"training on {n} cubes for {tc.epochs - start} epoch(s); loss = intensity (mean squared error of "
-                 "the predicted frame t) + gradient (its image-gradient error) + consistency (1 - cos of the appearance "
+                 "the predicted frame t) + gradient (its image-gradient error) + consistency ("
+                 f"{'1 - cos' if preset.model.consistency == 'cosine' else 'mean squared difference'} of the appearance "
                  "and motion bottlenecks) + lambda x the sum of squared weights (shown as 'weight decay': the sum, before lambda)")
     for epoch in range(start, tc.epochs):
         t0 = time.perf_counter()
