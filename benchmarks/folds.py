@@ -33,26 +33,19 @@ from pathlib import Path
 import numpy as np
 
 from ped2 import PED2_FPS
+from rows import _f as _pct
 from rows import _mean
 
 BASELINES = ("velocity", "copy-last")  # the per-kind table's non-learned rows
 
 
-def _pct(m: dict | None, key: str) -> str:
-    if m is None:
-        return "n/a"
-    v = m.get("object") if key == "object" else m[key]["micro"]
-    return "n/a" if v is None else f"{100 * v:.1f}"
-
-
-def per_kind(fold: Path, names: list[str], preset: str) -> dict[str, dict[str, float]]:
+def per_kind(fold: Path, names: list[str]) -> dict[str, dict[str, float]]:
     """{row: {kind: smoothed AUROC of the kind's anomalous frames against all normal frames}} of one
     fold: each recipe's model and each of its cues alone (rows "NAME S_f", ...; scored again on the
     fold's store, as `amsrc evaluate` scores them), and each of BASELINES (with the preset's frame rule
     and smoothing, as `amsrc evaluate` does)."""
     import dataclasses
 
-    from amsrc.config import get_preset
     from amsrc.detector import AMSRC
     from amsrc.eval.baselines import BaselineScorer
     from amsrc.eval.evaluate import cue_clips
@@ -66,16 +59,17 @@ def per_kind(fold: Path, names: list[str], preset: str) -> dict[str, dict[str, f
     kinds = {e["clip"]: e["kind"] for e in json.loads((fold / "data" / "inject.json").read_text())["events"]}
     store = CubeStore.open(fold / "cubes")
     rows: dict[str, list] = {}
+    first = None  # the first recipe's frame rule and smoothing, which the baseline rows use
     for name in names:
         det = AMSRC.load(fold / f"train_{name}" / "model.pt")
         cfg = gaussian(det.preset_.score)
+        first = first or cfg
         clips = det.score_store(store, "testing")
         for row, got in {name: clips, **{f"{name} {q}": v for q, v in cue_clips(det, clips).items()}}.items():
             rows[row] = [(kinds[c.name], smooth(c.frame_raw, cfg), np.asarray(c.labels)) for c in got]
-    cfg = gaussian(AMSRC.load(fold / f"train_{names[0]}" / "model.pt").preset_.score if names else get_preset(preset).score)
-    for b in BASELINES:  # with the first recipe's frame rule and smoothing, as the mean table's baseline rows
-        got = BaselineScorer(b, cfg).fit(store).score_store(store, "testing")
-        rows[b] = [(kinds[c.name], smooth(c.frame_raw, cfg), np.asarray(c.labels)) for c in got]
+    for b in BASELINES:  # as the mean table's baseline rows, which evaluate scored with the first recipe's settings
+        got = BaselineScorer(b, first).fit(store).score_store(store, "testing")
+        rows[b] = [(kinds[c.name], smooth(c.frame_raw, first), np.asarray(c.labels)) for c in got]
     out: dict[str, dict[str, float]] = {}
     for row, clips in rows.items():
         normal = np.concatenate([f[y == 0] for _, f, y in clips])
@@ -136,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
     folds = list(args.folds)
-    kinds = {k: per_kind(out / f"fold{k}", list(recipes), args.preset) for k in folds}
+    kinds = {k: per_kind(out / f"fold{k}", list(recipes)) for k in folds}
     keep = ("raw", "smoothed", "object", "cues", "baselines")
     write_json_atomic(out / "folds.json", {
         "folds": folds, "holdout": args.holdout, "preset": args.preset, "recipes": recipes,

@@ -190,6 +190,7 @@ def object_scores(model: torch.nn.Module, appearance, flow, flow_scale: float, b
     and S_m are the same as with the decoder, S_p is NaN (not computed).
     ``inputs``: :func:`~amsrc.model.inputs.network_inputs` of these N cubes, already made (same values).
     ``keep_pred``: also return the predicted and the true frame t (for error maps).
+    ``model``: the :class:`~amsrc.model.network.AMSRCNet` (its ``consistency`` decides S_f's formula).
     ``engine``: another runner of the same network (:class:`amsrc.export.OnnxRuntimeNet`: its
     ``run(app_in, flow_in)`` gives (x, y, pred, m) on the CPU); the scores come from the same formulas.
     ``bank`` (K, w3): the training objects' pooled motion bottlenecks (the model's memory), ``bank_k``
@@ -235,7 +236,7 @@ def object_scores(model: torch.nn.Module, appearance, flow, flow_scale: float, b
                     out = model(app_in, flow_in) if need_pred else model.encode(app_in, flow_in)
                     x, y, pred, m = out.x, out.y, out.pred, out.m
                     target = target.to(dev, non_blocking=True) if need_pred else None
-                f, p, r = cue_scores(pred, target, x, y, m, bank, bank_k, getattr(getattr(model, "module", model), "consistency", "cosine"))
+                f, p, r = cue_scores(pred, target, x, y, m, bank, bank_k, model.consistency)
                 s_f[i:j] = f.float().cpu().numpy()
                 if p is not None:
                     s_p[i:j] = p.float().cpu().numpy()
