@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -274,6 +275,33 @@ def test_changed_source_file_rebuilds_that_clip(data, tmp_path):
     report = run(index2, out)
     assert report.built == ["testing/02"] and report.rebuild_reasons == {"testing/02": "source changed"}
     assert len(report.reused) == 4
+
+
+def test_source_key_ignores_mtime_but_sees_content(data, tmp_path):
+    """The same footage unpacked again (new mtimes) keeps its key, so its cubes are reused; a byte changed
+    in the middle of a file larger than the sampled parts, its size unchanged, changes the key."""
+    index, _, _, _ = data
+    root = tmp_path / "data"
+    shutil.copytree(index.root, root)
+    index2 = make_dataset(root)
+    out = tmp_path / "store"
+    run(index2, out)
+    for f in root.rglob("*"):
+        if f.is_file():
+            os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 5_000_000_000))
+    report = run(make_dataset(root), out)
+    assert report.built == [] and len(report.reused) == 5
+    clip = make_dataset(root).clips("testing")[0]
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(4 * store_mod.SAMPLE))
+    before = store_mod.source_hash(dataclasses.replace(clip, frame_files=(big,)))
+    raw = bytearray(big.read_bytes())
+    raw[store_mod.SAMPLE + 10] = 1  # outside the start, middle and end samples
+    big.write_bytes(bytes(raw))
+    assert store_mod.source_hash(dataclasses.replace(clip, frame_files=(big,))) == before  # the price of sampling
+    raw[2 * store_mod.SAMPLE] = 1  # inside the middle sample
+    big.write_bytes(bytes(raw))
+    assert store_mod.source_hash(dataclasses.replace(clip, frame_files=(big,))) != before
 
 
 # ---------------------------------------------------------------- interruption and damage

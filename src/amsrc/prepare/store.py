@@ -21,7 +21,8 @@ temporary folder is removed by the next run that builds that clip.
 
 Keys. ``settings_hash`` hashes the PrepareConfig (minus thread counts, which do not change the
 output) and the cube format version; ``source_hash`` hashes, per clip, the source path, the frame
-count, every source file's name, size and mtime, and the frame labels. A clip's key hashes both;
+count, every source file's name, size and bytes sampled at its start, middle and end (not its
+mtime: the same footage copied again keeps its key), and the frame labels. A clip's key hashes both;
 a clip is reused only when its key matches, so a changed setting or a changed source file always
 rebuilds it.
 
@@ -84,17 +85,34 @@ def settings_hash(settings: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+SAMPLE = 64 * 1024  # bytes read from the start, middle and end of each source file by source_hash
+
+
+def _sampled(f, h) -> None:
+    """Feed ``h`` a file's name, size and bytes at its start, middle and end (all of a file up to 3 x SAMPLE)."""
+    try:
+        size = os.stat(f).st_size
+        with open(f, "rb") as fh:
+            h.update(f"{Path(f).name}\0{size}\n".encode())
+            if size <= 3 * SAMPLE:
+                h.update(fh.read())
+                return
+            for at in (0, size // 2 - SAMPLE // 2, size - SAMPLE):
+                fh.seek(at)
+                h.update(fh.read(SAMPLE))
+    except OSError:
+        raise DataError(f, "source file of the clip is missing or unreadable") from None
+
+
 def source_hash(clip) -> str:
-    """Cheap fingerprint of a clip's source: path, frame count, file names/sizes/mtimes, labels."""
+    """Cheap fingerprint of a clip's source: path, frame count, each file's name, size and sampled bytes
+    (:func:`_sampled`; not its mtime, so a copy of the same footage, e.g. a dataset unpacked again, keeps
+    its key), labels."""
     h = hashlib.sha256()
     h.update(f"{Path(clip.source).resolve()}\n{clip.n_frames}\n".encode())
     files = clip.frame_files if clip.frame_files is not None else (clip.source,)
     for f in files:
-        try:
-            st = os.stat(f)
-        except OSError:
-            raise DataError(f, "source file of the clip is missing") from None
-        h.update(f"{Path(f).name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        _sampled(f, h)
     if clip.labels is not None:
         h.update(b"labels")
         h.update(np.ascontiguousarray(clip.labels, dtype=np.uint8).tobytes())
