@@ -325,6 +325,68 @@ def test_motion_rarity_flags_motion_faster_than_training(tmp_path):
     assert roc_auc(np.concatenate(sm), y) >= 0.95
 
 
+def test_speed_in_the_motion_memory(clips, tmp_path):
+    """train.bank_speed > 0: each memory entry is a training cube's pooled motion bottleneck followed by its
+    standardised speed times bank_speed * the bottleneck's spread; the checkpoint, the detector, the
+    exported ONNX graph and a resumed run with the speed switched off all agree on it."""
+    from amsrc.detector import AMSRC
+    from amsrc.scoring import memory_key, motion_rarity, object_speed
+    from amsrc.training.loop import CubeSet, cube_speeds, memory_groups
+
+    preset = tiny_preset(epochs=1, bank_size=150, bank_k=3, bank_speed=0.5)
+    path = train_model(clips, preset, tmp_path, progress=False)
+    ck = Checkpoint.load(path)
+    w3 = preset.model.widths[3]
+    assert ck.motion_bank.shape == (150, w3 + 1)
+    model = ck.build_model(source=path)
+    m = np.concatenate([object_scores(model, a, f, preset.model.flow_scale, need_pred=False, keep_m=True).m
+                        for a, f in clips]).astype(np.float64)
+    v = np.concatenate([cube_speeds(f, preset.model.flow_scale) for _, f in clips])
+    # the speed of the network's input: the velocity baseline's feature / flow_scale
+    a0, f0 = clips[0]
+    flow_in = torch.from_numpy(np.moveaxis(np.asarray(f0[:5], np.float32), -1, 2).reshape(5, 8, 32, 32)) / 4.0
+    np.testing.assert_allclose(object_speed(flow_in).numpy(), v[:5], rtol=1e-5)
+    mean, scale = ck.train_stats.speed_key
+    assert mean == pytest.approx(v.mean(), rel=1e-6)
+    assert scale == pytest.approx(0.5 * np.sqrt(m.var(0).sum()) / v.std(), rel=1e-4)
+    key = np.c_[m, (v - mean) * scale]
+    # the speed column's spread is half the bottleneck's, as asked
+    assert key[:, -1].std() == pytest.approx(0.5 * np.sqrt(m.var(0).sum()), rel=1e-4)
+    assert np.abs(ck.motion_bank[:, None, :] - key[None]).max(2).min(1).max() < 1e-4
+    groups = memory_groups(CubeSet(clips, 1, 32))
+    bank_groups = groups[np.abs(ck.motion_bank[:, None, :] - key[None]).max(2).argmin(1)]
+    s_m = motion_rarity(key, ck.motion_bank, 3, groups, bank_groups).double().numpy()
+    assert ck.train_stats.s_m_mean == pytest.approx(s_m.mean(), rel=1e-4)
+    # scoring keys the object the same way: twice the speed moves S_m, the bottleneck alone would not see it
+    det = AMSRC.load(path, engine="torch")
+    got = det.score_cubes(a0[:20], f0[:20], need_m=True).s_m
+    ref = motion_rarity(torch.from_numpy(key[:20]).float(), ck.motion_bank, 3).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    m_t = torch.from_numpy(m[:2]).float()
+    k2 = memory_key(m_t, torch.cat([flow_in[:2, :6], 2 * flow_in[:2, 6:]], 1), (mean, scale))
+    np.testing.assert_allclose(k2[:, -1].numpy(), (2 * v[:2] - mean) * scale, rtol=1e-4)
+    assert memory_key(m_t, flow_in[:2], None) is m_t
+    # the ONNX file computes the same S_m (its memory and speed key are constants of the graph)
+    pytest.importorskip("onnxruntime")
+    from amsrc.export import check_onnx, export_onnx
+
+    onnx_path = export_onnx(path, tmp_path / "m.onnx")
+    chk = check_onnx(onnx_path, path, appearance=a0[:7], flow=f0[:7])
+    assert chk.ok and chk.max_abs["s_m"] < 1e-3, chk.max_abs
+    # a bad width is refused when loaded, naming the file
+    state = torch.load(path, weights_only=True)
+    state["motion_bank"] = state["motion_bank"][:, :w3]
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(DataError, match=rf"bad.pt.*\(K >= 3, {w3 + 1}\)"):
+        Checkpoint.load(tmp_path / "bad.pt")
+    # resumed with the speed off: same weights, a memory of the bottleneck alone
+    ck2 = Checkpoint.load(train_model(clips, tiny_preset(epochs=1, bank_size=150, bank_k=3), tmp_path, resume=True,
+                                      progress=False))
+    assert _states_equal(ck2.model, ck.model) and ck2.motion_bank.shape == (150, w3) and ck2.train_stats.speed_key is None
+    with pytest.raises(ConfigError, match="bank_speed"):
+        train_model(clips, tiny_preset(epochs=1, bank_speed=-1.0), tmp_path / "neg", progress=False)
+
+
 def test_score_needing_s_m_without_memory(clips, tmp_path):
     """score.w_m != 0 needs a memory: refused before training for the baseline or bank_size 0; a checkpoint
     that claims the weight without holding a memory is refused when loaded, naming the file."""

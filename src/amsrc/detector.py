@@ -149,7 +149,7 @@ class AMSRC:
         os_ = object_scores(self.model_, appearance, flow, p.model.flow_scale, device=self.device,
                             need_pred=need_pred, inputs=inputs, engine=self._engine(),
                             bank=getattr(self, "motion_bank_", None) if need_m or p.score.w_m != 0 else None,
-                            bank_k=p.train.bank_k)
+                            bank_k=p.train.bank_k, speed_key=self.train_stats_.speed_key)
         # with w_p = 0 combine() leaves S_p out; zeros stand in for the NaN of an uncomputed S_p
         s_p = os_.s_p if need_pred else np.zeros_like(os_.s_p)
         comb = combine(os_.s_f, s_p, self.train_stats_, p.score.w_f, p.score.w_p, os_.s_m, p.score.w_m)
@@ -196,7 +196,7 @@ class AMSRC:
         self._check_fitted()
         return object_scores(self.model_, appearance, flow, self.preset_.model.flow_scale, device=self.device,
                              keep_pred=True, engine=self._engine(), bank=getattr(self, "motion_bank_", None),
-                             bank_k=self.preset_.train.bank_k)
+                             bank_k=self.preset_.train.bank_k, speed_key=self.train_stats_.speed_key)
 
     @property
     def engine_name_(self) -> str:

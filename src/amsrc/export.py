@@ -11,7 +11,8 @@ The ONNX graph has the network's interface (see :mod:`amsrc.model.network`):
                                                          for the baseline): S_m's input
              s_m     (B,)           float32              S_m, the motion rarity (only in a file written
                                                          by :func:`export_onnx` from a model with a memory:
-                                                         the memory is a constant of the graph)
+                                                         the memory, and the speed coordinate's constants
+                                                         where it has one, are constants of the graph)
 
 B is a dynamic axis. The appearance-only baseline keeps ``flow_in`` as an (unused) input so a
 caller feeds every variant the same way; its graph has no ``y`` or ``m`` output (S_f is 0, as in
@@ -38,7 +39,7 @@ from amsrc import __version__
 from amsrc.errors import ConfigError, DataError
 from amsrc.model.inputs import FLOW_CHANNELS, check_cubes, to_tensors
 from amsrc.prepare.cubes import T_APPEARANCE
-from amsrc.scoring import cue_scores, nearest_mean_distance, object_scores
+from amsrc.scoring import TrainStats, cue_scores, memory_key, nearest_mean_distance, object_scores
 from amsrc.training.checkpoint import Checkpoint
 from amsrc.utils import atomic_path
 
@@ -82,16 +83,18 @@ class ExportCheck:
                 "max_rel_s_p": self.max_rel_s_p, "ok": self.ok}
 
 
-def _plain_outputs(model, bank: np.ndarray | None = None, k: int = 5):
+def _plain_outputs(model, bank: np.ndarray | None = None, k: int = 5, speed_key: tuple[float, float] | None = None):
     """``model`` wrapped so forward returns a tuple (pred, x, y, m), or (pred, x) for the baseline (y None);
-    with ``bank`` (S_m's memory, (K, w3)), S_m too: (pred, x, y, m, s_m), by the function
-    :func:`amsrc.scoring.motion_rarity` uses."""
+    with ``bank`` (S_m's memory, (K, w3), or (K, w3 + 1) with ``speed_key``), S_m too: (pred, x, y, m, s_m),
+    by the functions :func:`amsrc.scoring.object_scores` uses (:func:`~amsrc.scoring.memory_key`,
+    :func:`~amsrc.scoring.nearest_mean_distance`)."""
 
     class PlainOutputs(torch.nn.Module):
         def __init__(self, net):
             super().__init__()
             self.net = net
             self.k = int(k)
+            self.speed_key = speed_key
             self.register_buffer("bank", None if bank is None else torch.as_tensor(np.asarray(bank, np.float32)))
 
         def forward(self, app_in, flow_in):
@@ -100,7 +103,8 @@ def _plain_outputs(model, bank: np.ndarray | None = None, k: int = 5):
                 return out.pred, out.x
             if self.bank is None:
                 return out.pred, out.x, out.y, out.m
-            return out.pred, out.x, out.y, out.m, nearest_mean_distance(out.m, self.bank, self.k)
+            key = memory_key(out.m, flow_in, self.speed_key)
+            return out.pred, out.x, out.y, out.m, nearest_mean_distance(key, self.bank, self.k)
 
     return PlainOutputs(model)
 
@@ -122,7 +126,8 @@ def onnx_model(model, preset, stats: dict, opset: int = OPSET, bank: np.ndarray 
     gen = torch.Generator().manual_seed(0)
     example = (torch.rand(2, (T_APPEARANCE - 1) * c, s, s, generator=gen),
                torch.randn(2, FLOW_CHANNELS, s, s, generator=gen))
-    wrapped = _plain_outputs(model, bank if with_s_m else None, preset.train.bank_k).eval()
+    speed_key = TrainStats.from_dict(stats).speed_key
+    wrapped = _plain_outputs(model, bank if with_s_m else None, preset.train.bank_k, speed_key).eval()
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy-exporter deprecation notice and unused-input notes
@@ -146,7 +151,10 @@ def onnx_model(model, preset, stats: dict, opset: int = OPSET, bank: np.ndarray 
         "amsrc.consistency": preset.model.consistency,
         "amsrc.scores": ("s_f = 1 - cos(x, y)" if preset.model.consistency == "cosine" else
                          "s_f = mean over the D features of (x - y)^2") + " (0 without y); s_p = sum((pred - frame t)^2) over C x S x S; "
-                        "s_m = mean distance of m to its amsrc.bank_k nearest training objects' (output s_m); "
+                        "s_m = mean distance of m to its amsrc.bank_k nearest training objects' (output s_m)"
+                        + ("" if speed_key is None else ", m with one more column (speed - speed_mean) * speed_scale "
+                           "(amsrc.train_stats), speed = mean over S x S of |dx| + |dy| of flow_in channels 6-7")
+                        + "; "
                         "object score = sum of w * (s - mean) / std over the cues (amsrc.train_stats, amsrc.score_weights)",
         "amsrc.bank_k": str(preset.train.bank_k),
     }
@@ -263,7 +271,8 @@ def check_onnx(onnx_path: str | Path, model_path: str | Path, appearance=None, f
     ok = True
     for b in batch_sizes:
         app_b, flow_b = np.asarray(appearance[:b]), np.asarray(flow[:b])
-        ref = object_scores(model, app_b, flow_b, fs, batch_size=b, bank=ck.motion_bank, bank_k=preset.train.bank_k)
+        ref = object_scores(model, app_b, flow_b, fs, batch_size=b, bank=ck.motion_bank, bank_k=preset.train.bank_k,
+                            speed_key=ck.train_stats.speed_key)
         app_in, target, flow_in = to_tensors(app_b, flow_b, fs)
         with torch.inference_mode():
             ref_out = model(app_in, flow_in)
@@ -274,7 +283,8 @@ def check_onnx(onnx_path: str | Path, model_path: str | Path, appearance=None, f
                                        f"{preset.model.variant!r}")
         # S_m: the graph's own where it has one (its memory is a constant of the file), else from its m
         bank = None if ck.motion_bank is None or "s_m" in got else torch.from_numpy(ck.motion_bank)
-        f, p, mr = cue_scores(pred, target, x, y, m, bank, preset.train.bank_k, preset.model.consistency)
+        key = None if bank is None or m is None else memory_key(m, flow_in, ck.train_stats.speed_key)
+        f, p, mr = cue_scores(pred, target, x, y, key, bank, preset.train.bank_k, preset.model.consistency)
         mr = got.get("s_m", mr)
         s_f, s_p = f.numpy(), p.numpy()
         pairs = {"pred": (pred, ref_out.pred), "x": (x, ref_out.x)}

@@ -8,7 +8,8 @@ Per object (DESIGN.md section 6): ``S_f = 1 - cos(x, y)`` (or, with ``model.cons
 the mean squared difference of the standardised bottlenecks) and ``S_p = ||pred - target||^2``
 (:func:`cue_scores`, run by :func:`object_scores`), and, where the model kept a memory of its
 training objects, ``S_m`` (:func:`motion_rarity`): the mean distance from the object's pooled motion
-bottleneck to the k nearest training objects' (motion semantics never seen in normal footage); each
+bottleneck to the k nearest training objects' (motion semantics never seen in normal footage), with,
+where ``train.bank_speed`` > 0, the object's speed as one more coordinate (:func:`memory_key`); each
 is z-normalised with the mean and std over the TRAINING cubes under the final model
 (:class:`TrainStats`, stored in the checkpoint); ``S = w_f z(S_f) + w_p z(S_p) + w_m z(S_m)``
 (:func:`combine`); a frame's score is the max over its objects (:func:`frame_scores`);
@@ -68,16 +69,26 @@ class TrainStats:
     s_p_std: float  # population std (ddof=0) of S_p
     s_m_mean: float | None = None  # mean of S_m (each training object against the memory of the OTHER clips); None: no memory
     s_m_std: float | None = None  # population std of S_m
+    # S_m's speed coordinate (train.bank_speed > 0; :func:`memory_key`): (speed - speed_mean) * speed_scale,
+    # speed = :func:`object_speed` of the network's flow input; None: the memory holds the motion bottleneck alone
+    speed_mean: float | None = None
+    speed_scale: float | None = None
 
-    KEYS = ("s_f_mean", "s_f_std", "s_p_mean", "s_p_std")  # required; s_m_* are optional
-    OPTIONAL = ("s_m_mean", "s_m_std")
+    KEYS = ("s_f_mean", "s_f_std", "s_p_mean", "s_p_std")  # required; the pairs of OPTIONAL are optional
+    OPTIONAL = (("s_m_mean", "s_m_std"), ("speed_mean", "speed_scale"))
+
+    @property
+    def speed_key(self) -> tuple[float, float] | None:
+        """(speed_mean, speed_scale) of S_m's speed coordinate, or None when the memory has none."""
+        return None if self.speed_scale is None else (float(self.speed_mean), float(self.speed_scale))
 
     def to_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items() if v is not None}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: Any = None) -> TrainStats:
-        """From a dict with the four keys, and optionally s_m_mean / s_m_std (e.g. ``checkpoint["train_stats"]``).
+        """From a dict with the four keys, and optionally the pairs s_m_mean / s_m_std and speed_mean /
+        speed_scale (e.g. ``checkpoint["train_stats"]``).
 
         ``source`` (the checkpoint path) is named in the DataError raised for missing keys or
         non-finite / negative values.
@@ -87,10 +98,11 @@ class TrainStats:
         missing = [k for k in cls.KEYS if k not in d]
         if missing:
             raise DataError(source, f"train_stats lacks {', '.join(missing)}")
-        if (cls.OPTIONAL[0] in d) != (cls.OPTIONAL[1] in d):
-            raise DataError(source, "train_stats must hold both s_m_mean and s_m_std, or neither")
+        for a, b in cls.OPTIONAL:
+            if (a in d) != (b in d):
+                raise DataError(source, f"train_stats must hold both {a} and {b}, or neither")
         vals = {}
-        for k in (*cls.KEYS, *(k for k in cls.OPTIONAL if k in d)):
+        for k in (*cls.KEYS, *(k for pair in cls.OPTIONAL for k in pair if k in d)):
             try:
                 v = float(d[k])
             except (TypeError, ValueError):
@@ -125,7 +137,11 @@ def nearest_mean_distance(m: torch.Tensor, bank: torch.Tensor, k: int,
                           left_out: torch.Tensor | None = None) -> torch.Tensor:
     """(B, D) rows, (K, D) bank -> (B,) mean Euclidean distance of each row to its ``k`` nearest bank rows,
     leaving out those where ``left_out`` (B, K) is True. Plain tensor operations in the matrix-product
-    form |m|^2 + |b|^2 - 2 m.b, so the ONNX export traces this same function (:mod:`amsrc.export`)."""
+    form |m|^2 + |b|^2 - 2 m.b, so the ONNX export traces this same function (:mod:`amsrc.export`). Both
+    are first centred on the bank's mean (distances unchanged): smaller norms cancel with less float32
+    rounding (in the exported graph the centred bank is a folded constant)."""
+    centre = bank.mean(0)
+    m, bank = m - centre, bank - centre
     d2 = (m * m).sum(1, keepdim=True) + (bank * bank).sum(1)[None] - 2 * m @ bank.T
     d = d2.clamp_min(0).sqrt()
     if left_out is not None:
@@ -133,10 +149,28 @@ def nearest_mean_distance(m: torch.Tensor, bank: torch.Tensor, k: int,
     return d.topk(k, dim=1, largest=False).values.mean(1)
 
 
+def object_speed(flow_in: torch.Tensor) -> torch.Tensor:
+    """(B, 8, S, S) network flow input -> (B,) the mean ``|dx| + |dy|`` of its last flow (t-1 -> t) over the
+    S x S pixels, in the input's units (image pixels / flow_scale): the ``velocity`` baseline's feature
+    (:mod:`amsrc.eval.baselines`) divided by flow_scale. Plain tensor operations (the ONNX export traces it)."""
+    return flow_in[:, 6:8].abs().sum(1).mean((1, 2))
+
+
+def memory_key(m: torch.Tensor, flow_in: torch.Tensor, speed_key: tuple[float, float] | None) -> torch.Tensor:
+    """What S_m's memory compares: the pooled motion bottleneck ``m`` (B, w3) as it is, or, with
+    ``speed_key`` = (speed_mean, speed_scale) (:attr:`TrainStats.speed_key`), ``m`` with one more column,
+    ``(object_speed(flow_in) - speed_mean) * speed_scale`` (B, w3 + 1). The pooled bottleneck alone ranks
+    objects that move like a walker, only faster, close to walkers; the speed coordinate keeps them apart."""
+    if speed_key is None:
+        return m
+    mean, scale = speed_key
+    return torch.cat([m, ((object_speed(flow_in) - mean) * scale).to(m.dtype)[:, None]], 1)
+
+
 def motion_rarity(m: Any, bank: Any, k: int, groups: Any = None, bank_groups: Any = None,
                   chunk: int = 2048) -> torch.Tensor:
     """S_m: the mean Euclidean distance from each row of ``m`` (N, D) to its ``k`` nearest rows of ``bank``
-    (K, D) -> (N,) float32 tensor on m's device. ``groups`` (N,) / ``bank_groups`` (K,) ints: a row may
+    (K, D) -> (N,) float32 tensor on m's device (rows of :func:`memory_key`). ``groups`` (N,) / ``bank_groups`` (K,) ints: a row may
     not use the bank rows of its own group (a training object against the memory of the other clips);
     each row must keep at least ``k`` of them.
 
@@ -171,7 +205,7 @@ def cue_scores(pred: torch.Tensor | None, target: torch.Tensor | None, x: torch.
     """The cues of a batch, float32: S_f = the model's ``consistency`` distance of flatten(x) and
     flatten(y) (:func:`~amsrc.model.losses.consistency_distance`; 1 - cos by default) (B,) (zeros without y),
     S_p = sum((pred - target)^2) over C x S x S (B,) (None without pred) and S_m = :func:`motion_rarity`
-    of the pooled motion bottleneck ``m`` against ``bank`` (None without either)."""
+    of ``m`` against ``bank`` (None without either); ``m`` is the memory's key (:func:`memory_key`)."""
     s_f = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device) if y is None else consistency_distance(x, y, consistency)
     s_p = None if pred is None else (pred - target).pow(2).flatten(1).sum(1)
     s_m = None if m is None or bank is None else motion_rarity(m, bank, k)
@@ -180,7 +214,8 @@ def cue_scores(pred: torch.Tensor | None, target: torch.Tensor | None, x: torch.
 
 def object_scores(model: torch.nn.Module, appearance, flow, flow_scale: float, batch_size: int = 512,
                   device: str = "cpu", need_pred: bool = True, inputs=None, keep_pred: bool = False,
-                  engine=None, bank=None, bank_k: int = 5, keep_m: bool = False) -> ObjectScores:
+                  engine=None, bank=None, bank_k: int = 5, keep_m: bool = False,
+                  speed_key: tuple[float, float] | None = None) -> ObjectScores:
     """S_f, S_p and S_m for every cube, in eval mode under ``torch.inference_mode``.
 
     appearance (N, 5, S, S, C) uint8 and flow (N, 4, S, S, 2) float16 may be memory-mapped: they are
@@ -194,7 +229,8 @@ def object_scores(model: torch.nn.Module, appearance, flow, flow_scale: float, b
     ``engine``: another runner of the same network (:class:`amsrc.export.OnnxRuntimeNet`: its
     ``run(app_in, flow_in)`` gives (x, y, pred, m) on the CPU); the scores come from the same formulas.
     ``bank`` (K, w3): the training objects' pooled motion bottlenecks (the model's memory), ``bank_k``
-    the k of S_m; without a bank (or a motion stream) S_m is NaN.
+    the k of S_m; without a bank (or a motion stream) S_m is NaN. ``speed_key``: the memory's speed
+    coordinate (:attr:`TrainStats.speed_key`; the bank's rows then have w3 + 1 columns, :func:`memory_key`).
     ``keep_m``: also return the pooled motion bottlenecks (N, w3) as ``m`` (to build a memory).
     """
     n = check_cubes(appearance, flow)
@@ -236,7 +272,8 @@ def object_scores(model: torch.nn.Module, appearance, flow, flow_scale: float, b
                     out = model(app_in, flow_in) if need_pred else model.encode(app_in, flow_in)
                     x, y, pred, m = out.x, out.y, out.pred, out.m
                     target = target.to(dev, non_blocking=True) if need_pred else None
-                f, p, r = cue_scores(pred, target, x, y, m, bank, bank_k, model.consistency)
+                key = None if m is None or bank is None else memory_key(m, flow_in, speed_key)
+                f, p, r = cue_scores(pred, target, x, y, key, bank, bank_k, model.consistency)
                 s_f[i:j] = f.float().cpu().numpy()
                 if p is not None:
                     s_p[i:j] = p.float().cpu().numpy()

@@ -110,7 +110,7 @@ class Checkpoint:
     extras: dict[str, Any] = field(default_factory=dict)
     background: np.ndarray | None = None  # (H, W) uint8: box method "bg"'s training background
     store_key: str | None = None  # key of the cube store it was trained on (settings + sources)
-    motion_bank: np.ndarray | None = None  # (K, w3) float32: S_m's memory of training objects' motion semantics
+    motion_bank: np.ndarray | None = None  # (K, w3 [+ 1]) float32: S_m's memory (amsrc.scoring.memory_key)
     version: str = __version__  # amsrc version that wrote the file
     format_version: int = FORMAT_VERSION
 
@@ -212,7 +212,7 @@ def _check_used_stds(stats: TrainStats, preset: Preset, path: Path) -> None:
 
 
 def _motion_bank(value: Any, preset: Preset, stats: TrainStats, path: Path) -> np.ndarray | None:
-    """The checkpoint's S_m memory, checked: (K, w3) finite floats with K >= train.bank_k, and S_m
+    """The checkpoint's S_m memory, checked: (K, w3) finite floats (w3 + 1 with a speed column) with K >= train.bank_k, and S_m
     statistics beside it; None when there is none (then score.w_m must be 0)."""
     if value is None:
         if preset.score.w_m != 0:
@@ -220,7 +220,7 @@ def _motion_bank(value: Any, preset: Preset, stats: TrainStats, path: Path) -> n
                                   "without a motion stream or with train.bank_size 0): set score.w_m 0")
         return None
     bank = np.asarray(value.numpy() if isinstance(value, torch.Tensor) else value, dtype=np.float32)
-    width = int(preset.model.widths[3])
+    width = int(preset.model.widths[3]) + (stats.speed_key is not None)  # + the speed column (memory_key)
     if bank.ndim != 2 or bank.shape[1] != width or bank.shape[0] < preset.train.bank_k:
         raise DataError(path, f"the S_m memory must be (K >= {preset.train.bank_k}, {width}), got {bank.shape}")
     if not np.all(np.isfinite(bank)):

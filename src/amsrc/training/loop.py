@@ -92,7 +92,7 @@ class CubeSet:
 # ---------------------------------------------------------------- resume
 # settings a resumed run may change (the memory is built after the last epoch, so its settings too; the
 # score settings never reach training: a finished run re-scored with other weights or frame rules keeps its weights)
-_RESUME_MAY_CHANGE = {"name", "train.epochs", "train.threads", "train.bank_size", "train.bank_k"}
+_RESUME_MAY_CHANGE = {"name", "train.epochs", "train.threads", "train.bank_size", "train.bank_k", "train.bank_speed"}
 _RESUME_MAY_CHANGE_SECTIONS = ("score.",)
 
 
@@ -134,6 +134,8 @@ def train_model(data, preset: Preset, out_dir: Path, resume: bool = False, devic
         raise ConfigError(f"train.epochs and train.batch_size must be >= 1, got {tc.epochs}, {tc.batch_size}")
     if tc.bank_size < 0 or tc.bank_k < 1:
         raise ConfigError(f"train.bank_size must be >= 0 and train.bank_k >= 1, got {tc.bank_size}, {tc.bank_k}")
+    if not (math.isfinite(tc.bank_speed) and tc.bank_speed >= 0):
+        raise ConfigError(f"train.bank_speed must be a finite number >= 0, got {tc.bank_speed}")
     if preset.score.w_m != 0 and (tc.bank_size == 0 or mc.variant == "baseline"):
         raise ConfigError(f"score.w_m = {preset.score.w_m} needs S_m: a motion stream (variant {mc.variant!r}) "
                           f"and a memory of training objects (train.bank_size = {tc.bank_size})")
@@ -202,11 +204,14 @@ def train_model(data, preset: Preset, out_dir: Path, resume: bool = False, devic
     stats = training_stats(model, cubes, mc.flow_scale, d, dev, batch_size=max(512, per_rank_batch))
     # every process builds the same memory (all cubes, encoders only); the main one saves it
     memory = motion_memory(model, cubes, mc.flow_scale, tc.bank_size, tc.bank_k, tc.seed, dev,
-                           batch_size=max(512, per_rank_batch), required=preset.score.w_m != 0)
+                           batch_size=max(512, per_rank_batch), required=preset.score.w_m != 0,
+                           speed=tc.bank_speed)
     bank = None
     if memory is not None:
-        bank, m_mean, m_std = memory
-        stats = dataclasses.replace(stats, s_m_mean=m_mean, s_m_std=m_std)
+        bank, m_mean, m_std, speed_key = memory
+        stats = dataclasses.replace(stats, s_m_mean=m_mean, s_m_std=m_std,
+                                    **({} if speed_key is None else {"speed_mean": speed_key[0],
+                                                                    "speed_scale": speed_key[1]}))
     if memory is not None and d.main:
         log.info(f"S_m memory: {len(bank)} of {n} training objects; S_m over the training objects "
                  f"(against the other clips') mean {m_mean:.4f}, std {m_std:.4f}")
@@ -316,19 +321,42 @@ def memory_min_cubes(k: int, parts: int = 4) -> int:
     return math.ceil((k + 1) * parts / (parts - 1))
 
 
+def cube_speeds(flow: np.ndarray, flow_scale: float) -> np.ndarray:
+    """(N, 4, S, S, 2) stored flows -> (N,) float64 :func:`amsrc.scoring.object_speed` of their network input
+    (the last flow's mean |dx| + |dy|, divided by flow_scale), computed here without building the input."""
+    last = np.asarray(flow[:, 3], dtype=np.float32)
+    return np.abs(last).sum(-1).mean((1, 2)).astype(np.float64) / float(flow_scale)
+
+
 def motion_memory(model: torch.nn.Module, cubes: CubeSet, flow_scale: float, size: int, k: int, seed: int,
-                  dev: torch.device | str = "cpu", batch_size: int = 512, required: bool = False):
-    """S_m's memory and statistics: the pooled motion bottlenecks of up to ``size`` training cubes (drawn
-    with ``seed``), and the mean and std of S_m over ALL training cubes, each measured against the memory
-    entries of the other groups (:func:`memory_groups`). Returns (bank (K, w3) float32, mean, std), or
-    None when the model has no motion stream or ``size`` is 0, or when too few objects lie outside the
-    largest group to measure S_m (a DataError instead when ``required``: the score uses S_m). Only the
-    encoders run."""
+                  dev: torch.device | str = "cpu", batch_size: int = 512, required: bool = False,
+                  speed: float = 0.0):
+    """S_m's memory and statistics: the memory keys (:func:`amsrc.scoring.memory_key`) of up to ``size``
+    training cubes (drawn with ``seed``), and the mean and std of S_m over ALL training cubes, each measured
+    against the memory entries of the other groups (:func:`memory_groups`). Returns (bank (K, D) float32,
+    mean, std, speed_key), or None when the model has no motion stream or ``size`` is 0, or when too few
+    objects lie outside the largest group to measure S_m (a DataError instead when ``required``: the score
+    uses S_m). Only the encoders run.
+
+    ``speed`` (train.bank_speed) > 0 adds the object's speed as a column (D = w3 + 1), standardised over the
+    training cubes and weighed so that its spread is ``speed`` times that of the pooled bottleneck (the root
+    of the summed variances of its w3 columns): speed_key = (mean speed, speed * that root / speed std).
+    Otherwise D = w3 and speed_key is None."""
     if size <= 0 or getattr(model, "motion", None) is None:
         return None
-    feats = [object_scores(model, a, f, flow_scale, batch_size=batch_size, device=str(dev), need_pred=False,
-                           keep_m=True).m for a, f in cubes.ranges(0, len(cubes))]
+    feats, speeds = [], []
+    for a, f in cubes.ranges(0, len(cubes)):
+        feats.append(object_scores(model, a, f, flow_scale, batch_size=batch_size, device=str(dev), need_pred=False,
+                                   keep_m=True).m)
+        speeds.append(cube_speeds(f, flow_scale))
     m = np.concatenate(feats).astype(np.float32)
+    speed_key = None
+    if speed > 0:
+        v = np.concatenate(speeds)
+        spread, v_std = float(np.sqrt(m.astype(np.float64).var(0).sum())), float(v.std())
+        # a scene where every object moves alike (std 0) gets a zero column: the speed then tells nothing
+        speed_key = (float(v.mean()), speed * spread / v_std if v_std > 0 else 0.0)
+        m = np.concatenate([m, ((v - speed_key[0]) * speed_key[1]).astype(np.float32)[:, None]], 1)
     groups = memory_groups(cubes)
     n = len(m)
     pick = np.arange(n) if n <= size else np.sort(np.random.default_rng([seed, 7]).choice(n, size, replace=False))
@@ -341,4 +369,4 @@ def motion_memory(model: torch.nn.Module, cubes: CubeSet, flow_scale: float, siz
                               f"than train.bank_k = {k}: train on more footage, lower bank_k, or set bank_size 0")
     s_m = motion_rarity(torch.from_numpy(m).to(dev), torch.from_numpy(m[pick]).to(dev), k, groups,
                         groups[pick]).double().cpu().numpy()
-    return m[pick], float(s_m.mean()), float(s_m.std())
+    return m[pick], float(s_m.mean()), float(s_m.std()), speed_key
