@@ -235,7 +235,14 @@ def test_motion_rarity_equals_sklearn_nearest_neighbours():
         ref = NearestNeighbors(n_neighbors=5).fit(bank[bank_groups != g]).kneighbors(m[rows])[0].mean(1)
         np.testing.assert_allclose(got[rows], ref, rtol=1e-4, atol=1e-5)
     # a training object's own copy in the memory is found at distance 0 unless its group is left out
-    assert motion_rarity(bank[:3], bank, 1).numpy() == pytest.approx([0, 0, 0], abs=5e-3)  # float32 matrix-product form
+    assert motion_rarity(bank[:3], bank, 1).numpy() == pytest.approx([0, 0, 0], abs=1e-6)
+    # small distances between rows of large norm keep their precision (the product form alone cancels
+    # |m|^2 ~ 1.6e5 against |b|^2 and leaves a square root of float32 rounding, ~0.1 here)
+    far = (bank + 100).astype(np.float32)
+    near = (far[:20] + rng.normal(size=(20, 16)) * 1e-2).astype(np.float32)
+    ref = NearestNeighbors(n_neighbors=1).fit(far.astype(np.float64)).kneighbors(near.astype(np.float64))[0].mean(1)
+    assert ref.max() < 0.1
+    np.testing.assert_allclose(motion_rarity(near, far, 1).numpy(), ref, rtol=1e-4)
     with pytest.raises(ConfigError, match="bank_k"):
         motion_rarity(m, bank[:4], 5)
     with pytest.raises(ValueError, match="share D"):

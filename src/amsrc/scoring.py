@@ -136,17 +136,19 @@ class ObjectScores(NamedTuple):
 def nearest_mean_distance(m: torch.Tensor, bank: torch.Tensor, k: int,
                           left_out: torch.Tensor | None = None) -> torch.Tensor:
     """(B, D) rows, (K, D) bank -> (B,) mean Euclidean distance of each row to its ``k`` nearest bank rows,
-    leaving out those where ``left_out`` (B, K) is True. Plain tensor operations in the matrix-product
-    form |m|^2 + |b|^2 - 2 m.b, so the ONNX export traces this same function (:mod:`amsrc.export`). Both
-    are first centred on the bank's mean (distances unchanged): smaller norms cancel with less float32
-    rounding (in the exported graph the centred bank is a folded constant)."""
-    centre = bank.mean(0)
-    m, bank = m - centre, bank - centre
+    leaving out those where ``left_out`` (B, K) is True. The nearest are found in the matrix-product form
+    |m|^2 + |b|^2 - 2 m.b (one matrix product for the whole bank); their distances are then computed
+    directly from the k rows, which keeps float32 rounding off small distances (the product form cancels
+    large norms: its square root near 0 is mostly rounding, and differs between engines). Plain tensor
+    operations, so the ONNX export traces this same function (:mod:`amsrc.export`)."""
     d2 = (m * m).sum(1, keepdim=True) + (bank * bank).sum(1)[None] - 2 * m @ bank.T
-    d = d2.clamp_min(0).sqrt()
     if left_out is not None:
-        d = d.masked_fill(left_out, float("inf"))
-    return d.topk(k, dim=1, largest=False).values.mean(1)
+        d2 = d2.masked_fill(left_out, float("inf"))
+    near, idx = d2.topk(k, dim=1, largest=False)  # (B, k)
+    d = (bank[idx] - m[:, None, :]).pow(2).sum(2).sqrt()
+    if left_out is not None:  # fewer than k rows left: infinite, as the caller checks
+        d = d.masked_fill(torch.isinf(near), float("inf"))
+    return d.mean(1)
 
 
 def object_speed(flow_in: torch.Tensor) -> torch.Tensor:
@@ -174,9 +176,8 @@ def motion_rarity(m: Any, bank: Any, k: int, groups: Any = None, bank_groups: An
     not use the bank rows of its own group (a training object against the memory of the other clips);
     each row must keep at least ``k`` of them.
 
-    The distances come from :func:`nearest_mean_distance` (matrix-product form, float32): they agree
-    with an exact computation within ~1e-4 relative, and within ~5e-3 absolute near 0 (a square root
-    of rounding).
+    The distances come from :func:`nearest_mean_distance` (float32; the k nearest found in
+    matrix-product form, their distances computed directly).
     """
     m = torch.as_tensor(m, dtype=torch.float32)
     bank = torch.as_tensor(bank, dtype=torch.float32, device=m.device)
