@@ -137,7 +137,7 @@ def test_store_layout_offsets_empty_frames_and_short_clip(data):
     store = CubeStore.open(ref)
     assert store.splits() == ["training", "testing"]
     assert store.clips("training") == ["01", "02", "03"] and store.clips("testing") == ["01", "02"]
-    assert store.settings == __import__("dataclasses").asdict(CFG)
+    assert store.settings == dataclasses.asdict(CFG)
     total = 0
     for split in store.splits():
         for clip in index.clips(split):
@@ -442,7 +442,7 @@ def test_cli_prepare(tmp_path, capsys):
     assert rc == 0, out
     assert "2 built, 0 reused" in out and "boxes per frame" in out
     store = CubeStore.open(tmp_path / "store")
-    assert store.preset == "synthetic" and store.settings == __import__("dataclasses").asdict(get_preset("synthetic").prepare)
+    assert store.preset == "synthetic" and store.settings == dataclasses.asdict(get_preset("synthetic").prepare)
     rc = main(["prepare", str(root), "--preset", "synthetic", "--out", str(tmp_path / "store"), "--no-progress"])
     assert rc == 0 and "0 built, 2 reused" in capsys.readouterr().out
     rc = main(["prepare", str(root), "--out", str(tmp_path / "s2"), "--shard", "x"])
@@ -605,8 +605,6 @@ def test_background_needs_training_frames_of_one_size(data, tmp_path):
 
 def test_prepare_scale_at_one_keeps_the_store_key_of_before():
     """A store prepared before ``PrepareConfig.scale`` existed is still reused at scale 1.0; 0.5 rebuilds."""
-    import dataclasses
-
     from amsrc.prepare.store import settings_hash
 
     now = dataclasses.asdict(PrepareConfig())
@@ -617,8 +615,6 @@ def test_prepare_scale_at_one_keeps_the_store_key_of_before():
 
 def test_a_store_written_before_prepare_scale_is_read_at_scale_one(tmp_path):
     """Its manifest has no "scale": CubeStore.settings reads 1.0, so a model of today's preset accepts it."""
-    import dataclasses
-
     from amsrc.detector import _check_store_matches
 
     folder = tmp_path / "f"

@@ -330,8 +330,10 @@ def test_speed_in_the_motion_memory(clips, tmp_path):
     standardised speed times bank_speed * the bottleneck's spread; the checkpoint, the detector, the
     exported ONNX graph and a resumed run with the speed switched off all agree on it."""
     from amsrc.detector import AMSRC
+    from amsrc.model.inputs import to_tensors
+    from amsrc.prepare.features import mean_l1_speeds
     from amsrc.scoring import memory_key, motion_rarity, object_speed
-    from amsrc.training.loop import CubeSet, cube_speeds, memory_groups
+    from amsrc.training.loop import CubeSet, memory_groups
 
     preset = tiny_preset(epochs=1, bank_size=150, bank_k=3, bank_speed=0.5)
     path = train_model(clips, preset, tmp_path, progress=False)
@@ -341,10 +343,10 @@ def test_speed_in_the_motion_memory(clips, tmp_path):
     model = ck.build_model(source=path)
     m = np.concatenate([object_scores(model, a, f, preset.model.flow_scale, need_pred=False, keep_m=True).m
                         for a, f in clips]).astype(np.float64)
-    v = np.concatenate([cube_speeds(f, preset.model.flow_scale) for _, f in clips])
+    v = np.concatenate([mean_l1_speeds(f).astype(np.float64) / preset.model.flow_scale for _, f in clips])
     # the speed of the network's input: the velocity baseline's feature / flow_scale
     a0, f0 = clips[0]
-    flow_in = torch.from_numpy(np.moveaxis(np.asarray(f0[:5], np.float32), -1, 2).reshape(5, 8, 32, 32)) / 4.0
+    flow_in = to_tensors(a0[:5], f0[:5], preset.model.flow_scale)[2]
     np.testing.assert_allclose(object_speed(flow_in).numpy(), v[:5], rtol=1e-5)
     mean, scale = ck.train_stats.speed_key
     assert mean == pytest.approx(v.mean(), rel=1e-6)

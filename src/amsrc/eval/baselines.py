@@ -28,7 +28,7 @@ import numpy as np
 
 from amsrc.config import ScoreConfig
 from amsrc.errors import ConfigError
-from amsrc.prepare.features import CHUNK
+from amsrc.prepare.features import CHUNK, mean_l1_speeds
 from amsrc.scoring import clip_scores, zscore
 
 FeatureFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (appearance, flow) -> (N,) or (N, D) float
@@ -67,17 +67,10 @@ def get_baseline(name: str) -> Baseline:
         raise ConfigError(f"unknown baseline {name!r}; choose one of {', '.join(_BASELINES)}") from None
 
 
-def _last_flow(flow: np.ndarray) -> np.ndarray:
-    return np.asarray(flow[:, -1], dtype=np.float32)  # (N, S, S, 2)
-
-
 @register_baseline("velocity", "mean |dx|+|dy| of the last flow in the box (pixels/frame), no learning")
 def velocity_feature(appearance: np.ndarray, flow: np.ndarray) -> np.ndarray:  # noqa: ARG001
-    """(N, 4, S, S, 2) flow -> (N,) float32 mean L1 magnitude of the last flow."""
-    last = _last_flow(flow)
-    if len(last) == 0:
-        return np.zeros(0, np.float32)
-    return np.abs(last).sum(-1).reshape(len(last), -1).mean(1).astype(np.float32)
+    """(N, 4, S, S, 2) flow -> (N,) float32 mean L1 magnitude of the last flow (:func:`mean_l1_speeds`)."""
+    return mean_l1_speeds(flow)
 
 
 register_baseline("velocity-gmm", "the velocity feature scored by the negative log-likelihood of a Gaussian "

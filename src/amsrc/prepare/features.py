@@ -22,6 +22,15 @@ def last_flow_magnitudes(flow: np.ndarray) -> np.ndarray:
     return np.sqrt((last ** 2).sum(-1)).reshape(len(last), -1)
 
 
+def mean_l1_speeds(flow: np.ndarray) -> np.ndarray:
+    """Mean ``|dx| + |dy|`` (pixels/frame) over each cube's last flow (t-1 -> t): (N, T_FLOW, S, S, 2) -> (N,)
+    float32. The ``velocity`` baseline's feature, and the speed S_m's memory can hold (train.bank_speed)."""
+    last = np.asarray(flow[:, -1], dtype=np.float32)  # (N, S, S, 2)
+    if len(last) == 0:
+        return np.zeros(0, np.float32)
+    return np.abs(last).sum(-1).reshape(len(last), -1).mean(1).astype(np.float32)
+
+
 def object_speeds(flow: np.ndarray) -> np.ndarray:
     """Median flow magnitude (pixels/frame) of each cube's last flow (t-1 -> t): (N, T_FLOW, S, S, 2) -> (N,) float32."""
     if len(flow) == 0:

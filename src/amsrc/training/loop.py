@@ -43,6 +43,7 @@ from amsrc.errors import ConfigError, DataError
 from amsrc.model.inputs import check_cubes, mirror_cubes, to_channels_last, to_tensors
 from amsrc.model.losses import amsrc_loss, decay_weights
 from amsrc.model.network import build_model
+from amsrc.prepare.features import mean_l1_speeds
 from amsrc.scoring import TrainStats, motion_rarity, object_scores
 from amsrc.training import distributed
 from amsrc.training.checkpoint import Checkpoint, cpu_state, load_state, save_state
@@ -321,13 +322,6 @@ def memory_min_cubes(k: int, parts: int = 4) -> int:
     return math.ceil((k + 1) * parts / (parts - 1))
 
 
-def cube_speeds(flow: np.ndarray, flow_scale: float) -> np.ndarray:
-    """(N, 4, S, S, 2) stored flows -> (N,) float64 :func:`amsrc.scoring.object_speed` of their network input
-    (the last flow's mean |dx| + |dy|, divided by flow_scale), computed here without building the input."""
-    last = np.asarray(flow[:, 3], dtype=np.float32)
-    return np.abs(last).sum(-1).mean((1, 2)).astype(np.float64) / float(flow_scale)
-
-
 def motion_memory(model: torch.nn.Module, cubes: CubeSet, flow_scale: float, size: int, k: int, seed: int,
                   dev: torch.device | str = "cpu", batch_size: int = 512, required: bool = False,
                   speed: float = 0.0):
@@ -348,7 +342,8 @@ def motion_memory(model: torch.nn.Module, cubes: CubeSet, flow_scale: float, siz
     for a, f in cubes.ranges(0, len(cubes)):
         feats.append(object_scores(model, a, f, flow_scale, batch_size=batch_size, device=str(dev), need_pred=False,
                                    keep_m=True).m)
-        speeds.append(cube_speeds(f, flow_scale))
+        # amsrc.scoring.object_speed of their network input, without building it
+        speeds.append(mean_l1_speeds(f).astype(np.float64) / flow_scale)
     m = np.concatenate(feats).astype(np.float32)
     speed_key = None
     if speed > 0:
