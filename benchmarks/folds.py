@@ -2,6 +2,7 @@
 
     python benchmarks/folds.py --out runs/folds --recipe ped2 --recipe noflip train.flip=false
     python benchmarks/folds.py --out runs/folds --folds 0 1 --recipe ped2        # fewer folds, faster
+    python benchmarks/folds.py --out runs/folds --recipe ped2 --probe brisk      # and a kind left out of the mix
 
 One injected validation set (`amsrc data inject`) per fold: fold k holds out the k-th block of
 ``--holdout`` (4) of the 16 normal training clips, counted from the end (fold 0: clips 13-16, as
@@ -18,9 +19,13 @@ fold, and the non-learned baselines (velocity, copy-last) on the same cubes, so 
 to them is seen to lose. Then a table per kind of pseudo-anomaly (fast, contraflow, loiter, rigid):
 the smoothed AUROC of that kind's frames against the fold's normal frames, mean over the folds: the
 kind a recipe wins or loses on (the mix and each cue alone), and where the baselines stand
-(velocity sees only speed).
+(velocity sees only speed). ``--probe KIND`` adds a column for a kind left out of the folds' mix
+(``brisk``: a walker gliding at 1.3-2x walking speed, the hard case for speed alone): each fold's
+held-out clips are injected a second time with that kind alone (``OUT/fold<k>/probe_KIND``, same
+clips and seed, its own store) and scored by the same models, so no training is added.
 Interrupted runs resume (finished trainings are reused); ``--report`` trains and evaluates nothing:
-the tables from the finished models in ``OUT`` (the per-kind table scores them again, on the CPU). Writes ``OUT/folds.json``.
+the tables from the finished models in ``OUT`` (the per-kind table scores them again, on the CPU;
+``--probe`` sets are written and prepared if missing). Writes ``OUT/folds.json``.
 """
 
 from __future__ import annotations
@@ -39,11 +44,12 @@ from rows import _mean
 BASELINES = ("velocity", "copy-last")  # the per-kind table's non-learned rows
 
 
-def per_kind(fold: Path, names: list[str]) -> dict[str, dict[str, float]]:
+def per_kind(fold: Path, names: list[str], at: Path | None = None) -> dict[str, dict[str, float]]:
     """{row: {kind: smoothed AUROC of the kind's anomalous frames against all normal frames}} of one
     fold: each recipe's model and each of its cues alone (rows "NAME S_f", ...; scored again on the
     fold's store, as `amsrc evaluate` scores them), and each of BASELINES (with the preset's frame rule
-    and smoothing, as `amsrc evaluate` does)."""
+    and smoothing, as `amsrc evaluate` does). ``at``: the injected set and store of a probe
+    (``fold/probe_KIND``, the same held-out clips) instead of the fold's own."""
     import dataclasses
 
     from amsrc.detector import AMSRC
@@ -56,8 +62,9 @@ def per_kind(fold: Path, names: list[str]) -> dict[str, dict[str, float]]:
     def gaussian(cfg):
         return cfg if cfg.smoothing != "none" else dataclasses.replace(cfg, smoothing="gaussian")
 
-    kinds = {e["clip"]: e["kind"] for e in json.loads((fold / "data" / "inject.json").read_text())["events"]}
-    store = CubeStore.open(fold / "cubes")
+    at = at or fold
+    kinds = {e["clip"]: e["kind"] for e in json.loads((at / "data" / "inject.json").read_text())["events"]}
+    store = CubeStore.open(at / "cubes")
     rows: dict[str, list] = {}
     first = None  # the first recipe's frame rule and smoothing, which the baseline rows use
     for name in names:
@@ -91,13 +98,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="ped2")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--probe", nargs="+", default=[], metavar="KIND",
+                    help="kinds left out of the folds' mix (e.g. brisk): each fold's held-out clips get a second "
+                         "injected set of that kind alone (OUT/fold<k>/probe_KIND), scored by the fold's models and "
+                         "the baselines: a column each in the per-kind table")
     ap.add_argument("--report", action="store_true", help="train and evaluate nothing: the tables from OUT's finished models")
     args = ap.parse_args(argv)
 
-    from amsrc.config import PREPARE_SECTIONS
+    from amsrc.config import PREPARE_SECTIONS, get_preset
     from amsrc.data.inject import InjectSettings, inject
     from amsrc.errors import ConfigError
     from amsrc.eval.pipeline import run_pipeline
+    from amsrc.prepare.run import prepare_dataset
     from amsrc.utils import write_json_atomic
 
     recipes = {r[0]: r[1:] for r in args.recipe}
@@ -114,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     got: dict = {name: {} for name in recipes}
     for k in args.folds:
         fold = out / f"fold{k}"
+        for kind in args.probe:  # the same held-out clips and seed, only the kind differs; kept once written
+            at = fold / f"probe_{kind}"
+            inject([data], at / "data", InjectSettings(seed=k, kinds=(kind,), holdout=args.holdout, fold=k, fps=PED2_FPS))
+            prepare_dataset(at / "data", get_preset(args.preset).prepare, at / "cubes", workers=args.workers,
+                            progress=False, preset_name=args.preset)
         if args.report:
             for name in recipes:
                 got[name][k] = json.loads((fold / f"eval_{name}" / "results.json").read_text())
@@ -131,11 +148,15 @@ def main(argv: list[str] | None = None) -> int:
 
     folds = list(args.folds)
     kinds = {k: per_kind(out / f"fold{k}", list(recipes)) for k in folds}
+    for kind in args.probe:
+        for k in folds:
+            for row, v in per_kind(out / f"fold{k}", list(recipes), out / f"fold{k}" / f"probe_{kind}").items():
+                kinds[k][row].update(v)
     keep = ("raw", "smoothed", "object", "cues", "baselines")
     write_json_atomic(out / "folds.json", {
         "folds": folds, "holdout": args.holdout, "preset": args.preset, "recipes": recipes,
         "results": {n: {str(k): {x: r.get(x) for x in keep} for k, r in rs.items()} for n, rs in got.items()},
-        "per_kind": {str(k): v for k, v in kinds.items()}})
+        "probe": args.probe, "per_kind": {str(k): v for k, v in kinds.items()}})
 
     cols = ("object", "raw", "smoothed")
     cues = ("S_f", "S_p", "S_m")

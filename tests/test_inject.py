@@ -114,6 +114,20 @@ def test_every_kind_is_written(scene, tmp_path):
         assert e.labelled, e
 
 
+def test_brisk_walkers_glide_slower_than_fast_ones_and_only_when_asked(scene, fast, tmp_path):
+    assert "brisk" not in InjectSettings().kinds  # the default mix is the one the folds were built with
+    res = inject([scene], tmp_path / "brisk", InjectSettings(seed=0, kinds=("brisk",), holdout=2))
+    assert [e.kind for e in res.events] == ["brisk", "brisk"]
+    assert all(1.3 <= e.speed_factor <= 2.0 and e.labelled for e in res.events)
+    # the same clips and seed: the brisk walker crosses fewer pixels a frame than the fast one
+    def step(out, clip):  # median distance the mask's centroid moves a frame
+        masks = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) > 0 for p in sorted((out / "testing" / "pixel_masks" / clip).glob("*.png"))]
+        c = np.array([np.argwhere(m).mean(0) for m in masks if m.sum() >= 20])
+        return float(np.median(np.linalg.norm(np.diff(c, axis=0), axis=1)))
+    _, fast_out = fast
+    assert max(step(tmp_path / "brisk", e.clip) for e in res.events) < min(step(fast_out, e.clip) for e in res.events)
+
+
 # ---------------------------------------------------------------- bad input
 def _frames(folder: Path, n: int, size=(48, 64), moving=True, seed=0):
     rng = np.random.default_rng(seed)

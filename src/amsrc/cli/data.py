@@ -7,7 +7,7 @@ from pathlib import Path
 
 from amsrc.cli.common import add_preset, nonneg_int, positive_float, positive_int, print_summary
 from amsrc.config import PREPARE_SECTIONS, apply_overrides, get_preset
-from amsrc.data.inject import KINDS, InjectSettings, inject
+from amsrc.data.inject import DEFAULT_KINDS, KINDS, InjectSettings, inject
 from amsrc.data.layouts import load_dataset
 from amsrc.data.synth import write_scene
 from amsrc.prepare.run import prepare_dataset
@@ -100,8 +100,8 @@ def add_parsers(sub) -> None:
                      "dataset root (its training split); the last --holdout clips (or --fold's) are injected, the others copied")
     inj.add_argument("--out", required=True, help="output folder (new or empty; a folder holding the same set is kept)")
     inj.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0): same seed, same bytes")
-    inj.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated kinds, one event per held-out clip "
-                     f"in turn (default {','.join(KINDS)})")
+    inj.add_argument("--kinds", default=",".join(DEFAULT_KINDS), help=f"comma-separated kinds of {', '.join(KINDS)}, "
+                     f"one event per held-out clip in turn (default {','.join(DEFAULT_KINDS)})")
     inj.add_argument("--holdout", type=positive_int, default=None, help="held-out clips (the last ones, or --fold's; default a quarter, "
                      "at least 1)")
     inj.add_argument("--fold", type=nonneg_int, default=0, help="hold out the FOLD-th block of --holdout clips counted "
