@@ -119,6 +119,8 @@ def test_bad_model_settings():
         build_model(ModelConfig(widths=TINY, skips=4), 1, 32)
     with pytest.raises(ConfigError, match="model.motion_flows must be 1 .. 4"):
         build_model(ModelConfig(widths=TINY, motion_flows=0), 1, 32)
+    with pytest.raises(ConfigError, match="model.appearance_frames must be 1 .. 4"):
+        build_model(ModelConfig(widths=TINY, appearance_frames=5), 1, 32)
     with pytest.raises(ConfigError, match="model.consistency must be one of cosine, squared"):
         build_model(ModelConfig(widths=TINY, consistency="l2"), 1, 32)
     with pytest.raises(ConfigError, match="needs model.standardise=true"):
@@ -163,6 +165,25 @@ def test_motion_flows_decide_which_flows_the_motion_stream_sees(variant):
         for k in ("pred", "x", "y", "m"):
             assert torch.equal(getattr(ref, k), getattr(last, k)) == (flows == 3 or k == "x"), (flows, k)
             assert torch.equal(getattr(ref, k), getattr(early, k)) == (k == "x"), (flows, k)
+
+
+@pytest.mark.parametrize("variant", ["amsrc", "baseline"])
+def test_appearance_frames_decide_which_frames_the_appearance_stream_sees(variant):
+    """``appearance_frames=1``: frames t-4 .. t-2 change nothing the network returns, frame t-1 does;
+    with the default 4 every frame counts. Colour cubes: the last frame is its last C channels."""
+    c = 3
+    a, f = torch.rand(2, 4 * c, 32, 32), torch.randn(2, 8, 32, 32)
+    early, last = a.clone(), a.clone()
+    early[:, : 3 * c] = torch.rand(2, 3 * c, 32, 32)
+    last[:, 3 * c:] = torch.rand(2, c, 32, 32)
+    for frames in (1, 4):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(variant=variant, widths=TINY, appearance_frames=frames), c, 32).eval()
+        assert next(model.appearance.parameters()).shape[1] == frames * c  # the first conv reads only those
+        with torch.no_grad():
+            ref, e, lt = model(a, f), model(early, f), model(last, f)
+        assert torch.equal(ref.pred, e.pred) == (frames == 1) and torch.equal(ref.x, e.x) == (frames == 1)
+        assert not torch.equal(ref.pred, lt.pred) and not torch.equal(ref.x, lt.x)
 
 
 def test_channels_last_same_outputs():

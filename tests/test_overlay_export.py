@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from amsrc.errors import ConfigError
+from amsrc.errors import ConfigError, DataError
 from amsrc.live.overlay import (
     GREEN,
     GREY,
@@ -135,7 +135,8 @@ def test_overlay_exception_leaves_nothing(tmp_path):
 
 
 # ---------------------------------------------------------------- ONNX export
-def _tiny_checkpoint(path, variant: str, seed: int = 0, motion_flows: int = 4, consistency: str = "cosine"):
+def _tiny_checkpoint(path, variant: str, seed: int = 0, motion_flows: int = 4, consistency: str = "cosine",
+                     appearance_frames: int = 4, calibration: int = 0):
     """A tiny network with non-trivial batch-norm statistics (so eval mode matters), saved as model.pt."""
     import torch
 
@@ -149,6 +150,7 @@ def _tiny_checkpoint(path, variant: str, seed: int = 0, motion_flows: int = 4, c
     preset.model.variant = variant
     preset.model.motion_flows = motion_flows
     preset.model.consistency = consistency
+    preset.model.appearance_frames = appearance_frames
     torch.manual_seed(seed)
     model = build_model(preset.model, preset.prepare.channels, preset.prepare.cube_size)
     g = torch.Generator().manual_seed(seed + 1)
@@ -170,7 +172,12 @@ def _tiny_checkpoint(path, variant: str, seed: int = 0, motion_flows: int = 4, c
             bank = model.eval().encode(a, f).m.numpy()
     else:
         stats = TrainStats(s_f_mean=0.1, s_f_std=0.05, s_p_mean=3.0, s_p_std=1.0)
-    return Checkpoint.of(model, preset, stats, motion_bank=bank).save(path)
+    calib = None
+    if calibration:  # as train.calib_size keeps them: cubes the int8 engine calibrates on
+        from amsrc.export import random_cubes
+
+        calib = random_cubes(calibration, preset.prepare.cube_size, preset.prepare.channels, seed=seed + 9)
+    return Checkpoint.of(model, preset, stats, motion_bank=bank, calibration=calib).save(path)
 
 
 @pytest.fixture(autouse=True)
@@ -211,16 +218,17 @@ def test_onnx_export_matches_pytorch(tmp_path, variant):
 
 
 def test_onnx_export_of_the_model_options(tmp_path):
-    """model.motion_flows=3 and model.consistency=squared: the graph still takes the cube's 8 flow
-    channels and its scores agree with PyTorch's."""
+    """model.motion_flows=3, model.consistency=squared and model.appearance_frames=1: the graph still
+    takes the cube's 4 frames and 8 flow channels and its scores agree with PyTorch's."""
     import onnx
 
     from amsrc.export import check_onnx, export_onnx
 
-    ckpt = _tiny_checkpoint(tmp_path / "model.pt", "amsrc", motion_flows=3, consistency="squared")
+    ckpt = _tiny_checkpoint(tmp_path / "model.pt", "amsrc", motion_flows=3, consistency="squared", appearance_frames=1)
     out = export_onnx(ckpt, tmp_path / "model.onnx")
     proto = onnx.load(str(out))
-    flow_in = proto.graph.input[1]
+    app_in, flow_in = proto.graph.input[0], proto.graph.input[1]
+    assert app_in.name == "app_in" and app_in.type.tensor_type.shape.dim[1].dim_value == 4
     assert flow_in.name == "flow_in" and flow_in.type.tensor_type.shape.dim[1].dim_value == 8
     meta = {p.key: p.value for p in proto.metadata_props}  # a reader of the file alone learns how S_f is made
     assert meta["amsrc.consistency"] == "squared" and meta["amsrc.scores"].startswith("s_f = mean over the D features")
@@ -290,12 +298,33 @@ def test_onnxruntime_engine_scores_as_torch_does(tmp_path, variant):
     np.testing.assert_allclose(twin.score_samples(app, flow), ort.score_samples(app, flow), rtol=0, atol=1e-9)
 
 
+def test_int8_engine_scores_close_to_torch_and_needs_calibration_cubes(tmp_path):
+    """engine="onnxruntime-int8" quantises the graph on the model's calibration cubes: its scores are not
+    torch's (it is int8) but rank the objects as torch does; a model without calibration cubes is refused,
+    naming the file; "auto" never picks it."""
+    from amsrc.detector import AMSRC
+    from amsrc.export import random_cubes
+
+    ckpt = _tiny_checkpoint(tmp_path / "model.pt", "amsrc", calibration=64)
+    ref, q = AMSRC.load(ckpt, engine="torch"), AMSRC.load(ckpt, engine="onnxruntime-int8")
+    p = ref.preset_
+    app, flow = random_cubes(200, p.prepare.cube_size, p.prepare.channels, seed=3)
+    a, b = ref.score_samples(app, flow), q.score_samples(app, flow)
+    print(np.abs(a - b).max(), np.corrcoef(a, b)[0, 1], a.std())
+    assert np.abs(a - b).max() > 10 * AMSRC.ENGINE_TOLERANCE  # not the fp32 graph
+    assert np.corrcoef(a, b)[0, 1] > 0.99
+    assert q.engine_name_ == "onnxruntime-int8" and AMSRC.load(ckpt).engine_name_ == "onnxruntime"
+    bare = _tiny_checkpoint(tmp_path / "bare.pt", "amsrc")
+    with pytest.raises(DataError, match=r"bare.pt.*no calibration cubes for engine 'onnxruntime-int8'"):
+        AMSRC.load(bare, engine="onnxruntime-int8").score_samples(app, flow)
+
+
 def test_engine_errors_name_what_is_wrong(tmp_path, monkeypatch):
     from amsrc.detector import AMSRC
     from amsrc.export import random_cubes
 
     ckpt = _tiny_checkpoint(tmp_path / "model.pt", "amsrc")
-    with pytest.raises(ConfigError, match="engine must be one of auto, torch, onnxruntime, got 'tensorrt'"):
+    with pytest.raises(ConfigError, match="engine must be one of auto, torch, onnxruntime, onnxruntime-int8, got 'tensorrt'"):
         AMSRC.load(ckpt, engine="tensorrt")
     assert AMSRC.load(ckpt).engine_name_ == "onnxruntime"  # auto: onnxruntime on the CPU where installed
     det = AMSRC.load(ckpt, engine="onnxruntime")

@@ -306,6 +306,29 @@ def test_motion_memory_in_the_checkpoint(clips, tmp_path):
     assert ck0.motion_bank is None and ck0.train_stats.s_m_mean is None
 
 
+def test_calibration_cubes_in_the_checkpoint(clips, tmp_path):
+    """train.calib_size training cubes, drawn from every clip, are kept in model.pt for the int8 engine;
+    a finished run resumed with another size keeps its weights; 0 keeps none; a damaged entry is refused."""
+    path = train_model(clips, tiny_preset(epochs=1, calib_size=50), tmp_path, progress=False)
+    ck = Checkpoint.load(path)
+    a, f = ck.calibration
+    assert a.shape == (50, 5, 32, 32, 1) and a.dtype == np.uint8 and f.shape == (50, 4, 32, 32, 2) and f.dtype == np.float16
+    train_a = np.concatenate([np.asarray(x) for x, _ in clips]).reshape(200, -1)
+    train_f = np.concatenate([np.asarray(y) for _, y in clips]).reshape(200, -1)
+    where = [int(np.flatnonzero((train_a == row).all(1))[0]) for row in a.reshape(50, -1)]  # each is a training cube
+    assert len(set(where)) == 50 and min(where) < 90 <= max(where)  # 50 distinct cubes, from both clips
+    np.testing.assert_array_equal(train_f[where], f.reshape(50, -1))  # with its own flow
+    ck2 = Checkpoint.load(train_model(clips, tiny_preset(epochs=1, calib_size=500), tmp_path, resume=True, progress=False))
+    assert len(ck2.calibration[0]) == 200 and _states_equal(ck2.model, ck.model)  # all of them, same weights
+    ck0 = Checkpoint.load(train_model(clips, tiny_preset(epochs=1, calib_size=0), tmp_path, resume=True, progress=False))
+    assert ck0.calibration is None
+    state = ck.to_dict()
+    state["calibration"]["flow"] = state["calibration"]["flow"][:, :3]
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(DataError, match=r"bad.pt.*calibration cubes must be appearance \(N, 5, 32, 32, 1\) uint8"):
+        Checkpoint.load(tmp_path / "bad.pt")
+
+
 def test_motion_rarity_flags_motion_faster_than_training(tmp_path):
     """Behaviour: trained on squares moving <= 2 px/frame, S_m ranks the same squares with 3x their flow
     above every normal one of a held-out set."""

@@ -115,6 +115,10 @@ class ModelConfig:
     # official cubes, so it sees the motion into frame t, the frame the decoder predicts; 3 = only the flows
     # between the input frames t-4 .. t-1, so frame t is predicted, not reconstructed from its own motion
     motion_flows: int = 4
+    # frames of the cube the appearance stream sees, the latest first: 4 = t-4 .. t-1 (the paper), 1 = only
+    # t-1, a still image: what the object looks like and not how it moves, which is then the motion
+    # stream's alone to say (S_f compares the two)
+    appearance_frames: int = 4
     # the consistency (its loss and S_f): "cosine" 1 - cos(x, y) (the paper); "squared" the mean squared
     # difference of the standardised bottlenecks, which also sees a motion feature grown out of its
     # normal scale (needs standardise)
@@ -148,6 +152,9 @@ class TrainConfig:
     # (amsrc.scoring.memory_key): an object that moves like a walker, only faster, is then far from walkers.
     # 0: the pooled motion bottleneck alone
     bank_speed: float = 0.0
+    # training cubes (drawn with ``seed``) kept in model.pt after the last epoch to calibrate the
+    # "onnxruntime-int8" engine's static quantisation (about 21 KB a 32x32 grey cube); 0 keeps none
+    calib_size: int = 128
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from amsrc.config import PrepareConfig, Preset, apply_overrides, describe_diff, get_preset, preset_names
-from amsrc.errors import ConfigError
+from amsrc.errors import ConfigError, DataError
 from amsrc.model.inputs import network_inputs
 from amsrc.scoring import ClipScores, ObjectScores, clip_scores, combine, empty_frame_score, object_scores
 from amsrc.training.checkpoint import Checkpoint
@@ -48,10 +48,13 @@ class AMSRC:
         or "auto" (the default): onnxruntime on the CPU where it is installed (1.4x the file scoring
         rate of torch on Ped2 here, the same AUROC: ``benchmarks/speed.py``), else torch; torch also
         when the score does not use S_p (w_p = 0), as torch then runs the encoders alone. Scores agree
-        within float rounding (``ENGINE_TOLERANCE`` in z-units). Training is always torch.
+        within float rounding (``ENGINE_TOLERANCE`` in z-units). "onnxruntime-int8" (opt-in, never
+        "auto"): the ONNX Runtime graph quantised to int8 when first used, calibrated on the training
+        cubes model.pt keeps (``train.calib_size``); a faster network whose scores are not the same:
+        ``benchmarks/int8.py`` measures its AUROC cost. Training is always torch.
     """
 
-    ENGINES = ("auto", "torch", "onnxruntime")
+    ENGINES = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
     ENGINE_TOLERANCE = 1e-4  # largest difference of an object's anomaly score (z) between engines, tested
 
     def __init__(self, preset: str | Preset | None = None, variant: str | None = None,
@@ -123,6 +126,7 @@ class AMSRC:
         self.checkpoint_ = Path(path)
         self.store_key_ = ck.store_key
         self.motion_bank_ = ck.motion_bank
+        self.calibration_ = ck.calibration
 
     # ------------------------------------------------------------ score
     def _check_fitted(self) -> None:
@@ -217,11 +221,21 @@ class AMSRC:
         if self.engine_name_ == "torch":
             return None
         if getattr(self, "engine_", None) is None:
+            name = self.engine_name_
             if str(self.device) != "cpu":
-                raise ConfigError(f"engine 'onnxruntime' runs on the CPU; device is {self.device!r} (use engine 'torch')")
+                raise ConfigError(f"engine {name!r} runs on the CPU; device is {self.device!r} (use engine 'torch')")
+            calibration = None
+            if name == "onnxruntime-int8":
+                calibration = getattr(self, "calibration_", None)
+                if calibration is None:
+                    raise DataError(getattr(self, "checkpoint_", None),
+                                    "the model holds no calibration cubes for engine 'onnxruntime-int8' (written "
+                                    "before they were kept, or with train.calib_size 0): train it again, or use "
+                                    "engine 'onnxruntime'")
             from amsrc.export import OnnxRuntimeNet
 
-            self.engine_ = OnnxRuntimeNet.from_model(self.model_, self.preset_, self.train_stats_.to_dict())
+            self.engine_ = OnnxRuntimeNet.from_model(self.model_, self.preset_, self.train_stats_.to_dict(),
+                                                     calibration=calibration)
         return self.engine_
 
     def network_inputs(self, appearance, flow):
@@ -263,7 +277,8 @@ class AMSRC:
                              threshold=getattr(self, "threshold_", None), footage=getattr(self, "footage_", None),
                              extras=dict(getattr(self, "extras_", {})), background=getattr(self, "background_", None),
                              store_key=getattr(self, "store_key_", None),
-                             motion_bank=getattr(self, "motion_bank_", None))
+                             motion_bank=getattr(self, "motion_bank_", None),
+                             calibration=getattr(self, "calibration_", None))
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted model as one :class:`~amsrc.training.checkpoint.Checkpoint` file."""

@@ -27,6 +27,8 @@ metadata properties ``amsrc.*`` of the ONNX file.
 from __future__ import annotations
 
 import json
+import logging
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,10 +200,16 @@ class OnnxRuntimeNet:
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     @classmethod
-    def from_model(cls, model, preset, stats: dict, threads: int | None = None) -> OnnxRuntimeNet:
-        """The torch ``model`` converted in memory (:func:`onnx_model`; the model itself is left as it is)."""
+    def from_model(cls, model, preset, stats: dict, threads: int | None = None,
+                   calibration: tuple[np.ndarray, np.ndarray] | None = None) -> OnnxRuntimeNet:
+        """The torch ``model`` converted in memory (:func:`onnx_model`; the model itself is left as it is).
+        ``calibration`` (appearance, flow cubes): the graph quantised to int8 on them (:func:`quantize_int8`)."""
         _require("onnxruntime")  # a missing runtime is named before the conversion is paid for
-        return cls(onnx_model(model, preset, stats).SerializeToString(), threads)
+        graph = onnx_model(model, preset, stats).SerializeToString()
+        if calibration is not None:
+            app_in, _, flow_in = to_tensors(*calibration, preset.model.flow_scale)
+            graph = quantize_int8(graph, app_in.numpy(), flow_in.numpy())
+        return cls(graph, threads)
 
     def outputs_of(self, app_in: torch.Tensor, flow_in: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every output of the graph for one batch, by name, as torch tensors (one ONNX Runtime call)."""
@@ -212,6 +220,41 @@ class OnnxRuntimeNet:
     def run(self, app_in: torch.Tensor, flow_in: torch.Tensor):
         got = self.outputs_of(app_in, flow_in)
         return got["x"], got.get("y"), got["pred"], got.get("m")
+
+
+def quantize_int8(graph: bytes, app_in: np.ndarray, flow_in: np.ndarray, batch: int = 32) -> bytes:
+    """The serialised fp32 ``graph`` quantised statically with ONNX Runtime's tools: QDQ, int8 weights per
+    output channel, uint8 activations whose ranges are calibrated on the network inputs ``app_in``,
+    ``flow_in`` (:func:`amsrc.model.inputs.to_tensors` of training cubes). The engine "onnxruntime-int8";
+    ``benchmarks/int8.py`` measures what it costs in AUROC. Files go through a temporary folder only."""
+    _require("onnxruntime")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.i = 0
+
+        def get_next(self):
+            if self.i >= len(app_in):
+                return None
+            feed = {"app_in": app_in[self.i:self.i + batch], "flow_in": flow_in[self.i:self.i + batch]}
+            self.i += batch
+            return feed
+
+    with tempfile.TemporaryDirectory(prefix="amsrc-int8-") as tmp:
+        fp32, pre, int8 = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        fp32.write_bytes(graph)
+        root = logging.getLogger()  # the quantiser warns on the root logger about constants it leaves in fp32
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            quant_pre_process(str(fp32), str(pre))
+            quantize_static(str(pre), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
+        return int8.read_bytes()
 
 
 def random_cubes(n: int, cube_size: int, channels: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -76,6 +76,11 @@ def device_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+ENGINE_HELP = ("what runs the network: torch, onnxruntime (CPU; needs the export extra; scores agree within 1e-4), "
+               "onnxruntime-int8 (opt-in: int8, faster, scores not the same; benchmarks/int8.py measures the cost), or "
+               "auto: onnxruntime on the CPU where installed, else torch")
+
+
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

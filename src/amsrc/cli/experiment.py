@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from amsrc.cli.common import add_common, add_preset, add_variant, nonneg_int, positive_int
+from amsrc.cli.common import ENGINE_HELP, add_common, add_preset, add_variant, nonneg_int, positive_int
 from amsrc.config import apply_overrides
 from amsrc.data.synth import write_scene
 from amsrc.detector import AMSRC
@@ -83,9 +83,7 @@ def add_parsers(sub) -> None:
     ev.add_argument("--set", action="append", default=[], metavar="score.KEY=VALUE",
                     help="score the model with another score setting (repeatable), e.g. --set score.frame_topk=2; "
                          "only score.* (the network is the model's)")
-    ev.add_argument("--engine", choices=AMSRC.ENGINES, default="auto", help="what runs the network: torch, "
-                    "onnxruntime (CPU; needs the export extra; scores agree within 1e-4), or auto: onnxruntime on "
-                    "the CPU where installed, else torch")
+    ev.add_argument("--engine", choices=AMSRC.ENGINES, default="auto", help=ENGINE_HELP)
     add_common(ev)
     ev.set_defaults(func=cmd_evaluate)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from amsrc.cli.common import add_common, add_preset, finite_float, nonneg_int, positive_float, positive_int
+from amsrc.cli.common import ENGINE_HELP, add_common, add_preset, finite_float, nonneg_int, positive_float, positive_int
 from amsrc.config import ModelConfig
 from amsrc.data.sources import DEFAULT_FPS, ON_CORRUPT, open_source
 from amsrc.detector import AMSRC
@@ -230,9 +230,7 @@ def add_parsers(sub) -> None:
                     "does not decode: error (exit 2, nothing written) or warn (say it, score what decodes); live "
                     "sources always warn and go on (default error)")
     sc.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1: fastest for per-frame batches)")
-    sc.add_argument("--engine", choices=AMSRC.ENGINES, default="auto", help="what runs the network: torch, "
-                    "onnxruntime (CPU; needs the export extra; scores agree within 1e-4), or auto: onnxruntime on "
-                    "the CPU where installed, else torch")
+    sc.add_argument("--engine", choices=AMSRC.ENGINES, default="auto", help=ENGINE_HELP)
     sc.add_argument("--batch", type=positive_int, default=None, help="files and folders: the objects of this many "
                     "consecutive frames share one network pass (scores within 1e-4 of one pass a frame; default 16 "
                     "on a CUDA device, 1 on the CPU)")

@@ -7,7 +7,8 @@ looks it up by ``cfg.variant``.
 
 Shapes (S = cube size, a multiple of 8; C = image channels; w = cfg.widths):
 
-    app_in  (B, 4*C, S, S) float32 in [0, 1]   frames t-4 .. t-1, frame-major channels
+    app_in  (B, 4*C, S, S) float32 in [0, 1]   frames t-4 .. t-1, frame-major channels; the appearance
+                                                stream reads the last cfg.appearance_frames of them
     flow_in (B, 8, S, S)   float32              flows (t-4->t-3) .. (t-1->t) as (dx, dy), / flow_scale; the
                                                 motion stream reads the first 2 * cfg.motion_flows channels
     pred    (B, C, S, S)   in [0, 1]            predicted frame t
@@ -119,7 +120,7 @@ class AMSRCNet(nn.Module):
 
     def __init__(self, channels: int, widths: tuple[int, int, int, int], fusion: str | None,
                  standardise: bool = False, cube_size: int = 32, skips: int = 3, motion_flows: int = T_FLOW,
-                 consistency: str = "cosine"):
+                 consistency: str = "cosine", appearance_frames: int = T_APPEARANCE - 1):
         super().__init__()
         if fusion not in ("gate", "add", None):
             raise ConfigError(f"unknown fusion {fusion!r}; expected 'gate', 'add' or None")
@@ -128,6 +129,9 @@ class AMSRCNet(nn.Module):
         if motion_flows not in range(1, T_FLOW + 1):
             raise ConfigError(f"model.motion_flows must be 1 .. {T_FLOW} (the earliest flows of a cube the motion "
                               f"stream sees), got {motion_flows!r}")
+        if appearance_frames not in range(1, T_APPEARANCE):
+            raise ConfigError(f"model.appearance_frames must be 1 .. {T_APPEARANCE - 1} (the latest input frames the "
+                              f"appearance stream sees), got {appearance_frames!r}")
         if consistency not in CONSISTENCY:
             raise ConfigError(f"model.consistency must be one of {', '.join(CONSISTENCY)}, got {consistency!r}")
         if consistency == "squared" and fusion is not None and not standardise:
@@ -136,8 +140,10 @@ class AMSRCNet(nn.Module):
         w0, w1, w2, w3 = widths
         self.fusion = fusion
         self.motion_flows = motion_flows
+        self.in_channels = (T_APPEARANCE - 1) * channels  # app_in: frames t-4 .. t-1
+        self.app_channels = appearance_frames * channels  # the appearance stream's: the last ones, frames t-k .. t-1
         self.consistency = consistency  # how S_f and the consistency loss compare x and y (model.losses)
-        self.appearance = AppearanceEncoder((T_APPEARANCE - 1) * channels, widths)  # frames t-4 .. t-1
+        self.appearance = AppearanceEncoder(self.app_channels, widths)
         self.motion = MotionEncoder(2 * motion_flows, widths) if fusion is not None else None
         # skips, coarsest first: up1 takes the S/4 map, up2 the S/2 one, up3 the full-size one
         self.up1 = Up(w3, w2, skip=skips >= 1)
@@ -170,8 +176,13 @@ class AMSRCNet(nn.Module):
             flow_in = flow_in[:, : 2 * self.motion_flows]
         return self.motion(flow_in)
 
+    def _appearance(self, app_in: torch.Tensor):
+        if self.app_channels < self.in_channels:
+            app_in = app_in[:, -self.app_channels:]
+        return self.appearance(app_in)
+
     def forward(self, app_in: torch.Tensor, flow_in: torch.Tensor | None = None) -> NetOutput:
-        s0, s1, s2, x = self.appearance(app_in)
+        s0, s1, s2, x = self._appearance(app_in)
         y = self._motion(flow_in)
         if y is None:
             fused = x
@@ -187,7 +198,7 @@ class AMSRCNet(nn.Module):
         """What :meth:`forward` returns (same x, y, m) without the decoder (``pred`` is None): for scores
         that need no prediction (S_f, S_m)."""
         y = self._motion(flow_in)
-        return NetOutput(None, *self._consistency_pair(self.appearance(app_in)[-1], y), _pooled(y))
+        return NetOutput(None, *self._consistency_pair(self._appearance(app_in)[-1], y), _pooled(y))
 
 
 def _pooled(y: torch.Tensor | None) -> torch.Tensor | None:
@@ -224,21 +235,23 @@ def resolve_widths(widths: tuple[int, ...]) -> tuple[int, int, int, int]:
 def amsrc(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:
     """Full AMSRC-Net: gated fusion x + sigmoid(x) * y."""
     return AMSRCNet(channels, resolve_widths(cfg.widths), fusion="gate", standardise=cfg.standardise, cube_size=cube_size,
-                    skips=cfg.skips, motion_flows=cfg.motion_flows, consistency=cfg.consistency)
+                    skips=cfg.skips, motion_flows=cfg.motion_flows, consistency=cfg.consistency,
+                    appearance_frames=cfg.appearance_frames)
 
 
 @register_variant
 def nogate(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:
     """Ablation "w/o gated fusion": the two bottlenecks are added."""
     return AMSRCNet(channels, resolve_widths(cfg.widths), fusion="add", standardise=cfg.standardise, cube_size=cube_size,
-                    skips=cfg.skips, motion_flows=cfg.motion_flows, consistency=cfg.consistency)
+                    skips=cfg.skips, motion_flows=cfg.motion_flows, consistency=cfg.consistency,
+                    appearance_frames=cfg.appearance_frames)
 
 
 @register_variant
 def baseline(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:
     """Ablation "baseline": appearance stream only (no motion encoder, y is None)."""
     return AMSRCNet(channels, resolve_widths(cfg.widths), fusion=None, skips=cfg.skips, motion_flows=cfg.motion_flows,
-                    consistency=cfg.consistency)  # no motion stream: both only checked
+                    consistency=cfg.consistency, appearance_frames=cfg.appearance_frames)  # no motion stream: flow settings only checked
 
 
 def build_model(cfg: ModelConfig, channels: int, cube_size: int) -> AMSRCNet:

@@ -11,6 +11,10 @@ A final model (``model.pt``, written by ``amsrc train``, ``amsrc fit`` or ``AMSR
     threshold       Threshold or None: the decision threshold ``amsrc fit`` learned
     footage         Footage facts or None: fitted frame size, fps, training speed distribution
     background      (H, W) uint8 tensor or None: the training background of box method "bg"
+    store_key       key of the cube store it was trained on, or None
+    motion_bank     (K, D) float32 tensor or None: S_m's memory
+    calibration     {appearance, flow} tensors or None: training cubes the "onnxruntime-int8" engine
+                    calibrates on (train.calib_size)
     extras          plain, JSON-like facts (fit sources, range, validation), for people to read
     version         the amsrc version that wrote it
 
@@ -38,6 +42,7 @@ from amsrc.config import Preset
 from amsrc.errors import DataError
 from amsrc.model.inputs import to_channels_last
 from amsrc.model.network import build_model
+from amsrc.prepare.cubes import T_APPEARANCE, T_FLOW
 from amsrc.prepare.features import SpeedStats
 from amsrc.scoring import STD_FLOOR, TrainStats
 from amsrc.utils import atomic_path
@@ -111,6 +116,9 @@ class Checkpoint:
     background: np.ndarray | None = None  # (H, W) uint8: box method "bg"'s training background
     store_key: str | None = None  # key of the cube store it was trained on (settings + sources)
     motion_bank: np.ndarray | None = None  # (K, w3 [+ 1]) float32: S_m's memory (amsrc.scoring.memory_key)
+    # (appearance (N, 5, S, S, C) uint8, flow (N, 4, S, S, 2) float16): training cubes the "onnxruntime-int8"
+    # engine calibrates on (train.calib_size); None in files written before it or with calib_size 0
+    calibration: tuple[np.ndarray, np.ndarray] | None = None
     version: str = __version__  # amsrc version that wrote the file
     format_version: int = FORMAT_VERSION
 
@@ -138,7 +146,10 @@ class Checkpoint:
                 "background": None if self.background is None else torch.from_numpy(np.ascontiguousarray(self.background)),
                 "store_key": self.store_key, "version": self.version,
                 "motion_bank": None if self.motion_bank is None else torch.from_numpy(
-                    np.ascontiguousarray(self.motion_bank, dtype=np.float32))}
+                    np.ascontiguousarray(self.motion_bank, dtype=np.float32)),
+                "calibration": None if self.calibration is None else {
+                    "appearance": torch.from_numpy(np.ascontiguousarray(self.calibration[0], dtype=np.uint8)),
+                    "flow": torch.from_numpy(np.ascontiguousarray(self.calibration[1], dtype=np.float16))}}
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (a temporary name, then rename)."""
@@ -186,7 +197,8 @@ class Checkpoint:
             footage=None if foot is None or all(v is None for v in foot.values()) else FootageInfo.from_dict(foot, path),
             extras=dict(extras), background=_background(state.get("background"), path),
             store_key=state.get("store_key") if isinstance(state.get("store_key"), str) else None,
-            motion_bank=bank, version=str(state["version"]), format_version=FORMAT_VERSION,
+            motion_bank=bank, calibration=_calibration(state.get("calibration"), preset, path),
+            version=str(state["version"]), format_version=FORMAT_VERSION,
         )
 
 
@@ -228,6 +240,24 @@ def _motion_bank(value: Any, preset: Preset, stats: TrainStats, path: Path) -> n
     if stats.s_m_mean is None:
         raise DataError(path, "the checkpoint holds an S_m memory but no S_m statistics (train_stats s_m_mean, s_m_std)")
     return bank
+
+
+def _calibration(value: Any, preset: Preset, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The checkpoint's calibration cubes, checked against the cube contract of its preset; None when there are none."""
+    if value is None:
+        return None
+    s, c = preset.prepare.cube_size, preset.prepare.channels
+    a = value.get("appearance") if isinstance(value, dict) else None
+    f = value.get("flow") if isinstance(value, dict) else None
+    n = a.shape[0] if isinstance(a, torch.Tensor) and a.ndim else -1
+    if (not isinstance(a, torch.Tensor) or not isinstance(f, torch.Tensor) or n < 1 or a.dtype != torch.uint8
+            or tuple(a.shape) != (n, T_APPEARANCE, s, s, c) or f.dtype != torch.float16
+            or tuple(f.shape) != (n, T_FLOW, s, s, 2)):
+        got = {k: (tuple(v.shape), str(v.dtype)) if isinstance(v, torch.Tensor) else type(v).__name__
+               for k, v in (value.items() if isinstance(value, dict) else [("calibration", value)])}
+        raise DataError(path, f"the calibration cubes must be appearance (N, {T_APPEARANCE}, {s}, {s}, {c}) uint8 and flow "
+                              f"(N, {T_FLOW}, {s}, {s}, 2) float16 with N >= 1, got {got}")
+    return a.numpy().copy(), f.numpy().copy()
 
 
 def _background(value: Any, path: Path) -> np.ndarray | None:

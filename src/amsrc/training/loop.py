@@ -93,7 +93,8 @@ class CubeSet:
 # ---------------------------------------------------------------- resume
 # settings a resumed run may change (the memory is built after the last epoch, so its settings too; the
 # score settings never reach training: a finished run re-scored with other weights or frame rules keeps its weights)
-_RESUME_MAY_CHANGE = {"name", "train.epochs", "train.threads", "train.bank_size", "train.bank_k", "train.bank_speed"}
+_RESUME_MAY_CHANGE = {"name", "train.epochs", "train.threads", "train.bank_size", "train.bank_k", "train.bank_speed",
+                      "train.calib_size"}
 _RESUME_MAY_CHANGE_SECTIONS = ("score.",)
 
 
@@ -218,7 +219,8 @@ def train_model(data, preset: Preset, out_dir: Path, resume: bool = False, devic
                  f"(against the other clips') mean {m_mean:.4f}, std {m_std:.4f}")
     if d.main:
         Checkpoint.of(model, preset, stats, epoch=tc.epochs, n_cubes=n, background=background,
-                      store_key=store_key, motion_bank=bank).save(model_path)
+                      store_key=store_key, motion_bank=bank,
+                      calibration=calibration_cubes(cubes, tc.calib_size, tc.seed)).save(model_path)
     distributed.finish(d)
     return model_path
 
@@ -320,6 +322,17 @@ def memory_min_cubes(k: int, parts: int = 4) -> int:
     """Fewest training cubes with which every group keeps ``k`` memory entries outside itself (one clip cut
     in ``parts``; with several clips the clips' sizes decide, checked when the memory is built)."""
     return math.ceil((k + 1) * parts / (parts - 1))
+
+
+def calibration_cubes(cubes: CubeSet, size: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Up to ``size`` training cubes drawn with ``seed`` (appearance uint8, flow float16), kept in model.pt for
+    the "onnxruntime-int8" engine to calibrate on; None when ``size`` is 0."""
+    if size <= 0 or len(cubes) == 0:
+        return None
+    n = len(cubes)
+    pick = np.arange(n) if n <= size else np.sort(np.random.default_rng([seed, 11]).choice(n, size, replace=False))
+    a, f = cubes.gather(pick)
+    return np.ascontiguousarray(a, dtype=np.uint8), np.ascontiguousarray(f, dtype=np.float16)
 
 
 def motion_memory(model: torch.nn.Module, cubes: CubeSet, flow_scale: float, size: int, k: int, seed: int,
