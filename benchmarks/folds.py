@@ -176,13 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | " + " | ".join(cells) + " | " + " | ".join(_pct(rs[k], "smoothed") for k in folds) + " |")
 
     names = sorted({kd for v in kinds.values() for row in v.values() for kd in row})
-    print(f"\nPer kind: smoothed AUROC of its frames against the normal frames, mean over folds {', '.join(map(str, folds))}:\n")
-    print("| row | " + " | ".join(names) + " |")
-    print("|" + "---|" * (1 + len(names)))
+    print(f"\nPer kind: smoothed AUROC of its frames against the normal frames, mean over folds {', '.join(map(str, folds))}; "
+          "the last column is the mean of the kinds' columns, each kind weighed alike:\n")
+    print("| row | " + " | ".join(names) + " | kinds' mean |")
+    print("|" + "---|" * (2 + len(names)))
     for row in [*BASELINES, *(r for name in recipes for r in kinds[folds[0]] if r.split(" ")[0] == name)]:
         vals = [np.mean([kinds[k][row][kd] for k in folds if kd in kinds[k][row]]) for kd in names]
         label = f"{row} (no learning)" if row in BASELINES else row
-        print(f"| {label} | " + " | ".join(f"{100 * v:.1f}" for v in vals) + " |")
+        print(f"| {label} | " + " | ".join(f"{100 * v:.1f}" for v in vals) + f" | {100 * np.mean(vals):.1f} |")
     return 0
 
 
