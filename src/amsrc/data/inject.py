@@ -30,8 +30,9 @@ Kinds of anomaly (``--kinds``), one event per held-out clip in turn (seeded):
 - ``brisk`` (not in the default mix; ``--kinds brisk``): a cut walker gliding along the main
   direction at 1.3-2x the walker speed, a skater or a slow cyclist. The hard case for speed alone:
   Ped2's test anomalies move at 1.2-2.1x the walkers' flow speed (quartiles of the cube store's
-  ``velocity`` feature of its anomalous objects against the normal objects' median; read on the
-  test labels to design this kind, which chooses nothing by itself).
+  ``velocity`` feature of its anomalous objects against the normal objects' median,
+  ``benchmarks/anomaly_speeds.py``; read on the test labels to design this kind, which chooses
+  nothing by itself).
 Each pasted object is scaled by the size model at its row, its brightness is shifted so that its
 contrast with the background is the one it had where it was cut, its edges are soft (a Gaussian
 alpha), and the mask of a frame is the pasted pixels with alpha >= 0.5. A frame is anomalous when
