@@ -324,14 +324,18 @@ def memory_min_cubes(k: int, parts: int = 4) -> int:
     return math.ceil((k + 1) * parts / (parts - 1))
 
 
+def _draw(n: int, size: int, seed: int, stream: int) -> np.ndarray:
+    """Sorted indices of up to ``size`` of ``n`` training cubes, drawn without replacement with ``seed``;
+    ``stream`` keeps the draws of different uses apart (all ``n`` when there are no more)."""
+    return np.arange(n) if n <= size else np.sort(np.random.default_rng([seed, stream]).choice(n, size, replace=False))
+
+
 def calibration_cubes(cubes: CubeSet, size: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Up to ``size`` training cubes drawn with ``seed`` (appearance uint8, flow float16), kept in model.pt for
     the "onnxruntime-int8" engine to calibrate on; None when ``size`` is 0."""
     if size <= 0 or len(cubes) == 0:
         return None
-    n = len(cubes)
-    pick = np.arange(n) if n <= size else np.sort(np.random.default_rng([seed, 11]).choice(n, size, replace=False))
-    a, f = cubes.gather(pick)
+    a, f = cubes.gather(_draw(len(cubes), size, seed, 11))
     return np.ascontiguousarray(a, dtype=np.uint8), np.ascontiguousarray(f, dtype=np.float16)
 
 
@@ -367,7 +371,7 @@ def motion_memory(model: torch.nn.Module, cubes: CubeSet, flow_scale: float, siz
         m = np.concatenate([m, ((v - speed_key[0]) * speed_key[1]).astype(np.float32)[:, None]], 1)
     groups = memory_groups(cubes)
     n = len(m)
-    pick = np.arange(n) if n <= size else np.sort(np.random.default_rng([seed, 7]).choice(n, size, replace=False))
+    pick = _draw(n, size, seed, 7)
     free = len(pick) - np.bincount(groups[pick]).max()
     if free < k and not required:
         log.info(f"no S_m memory: {free} training objects outside the largest clip, fewer than train.bank_k = {k}")
