@@ -5,6 +5,7 @@
     python benchmarks/box_quality.py ROOT --flow-table [--val VAL --out runs/flows]   # flow methods: error, speed (velocity)
     python benchmarks/box_quality.py --sources --val VAL --out runs/boxes   # box sources, val then test
     python benchmarks/box_quality.py --sources --val VAL --only mdiff      # only the sources named so
+    python benchmarks/box_quality.py SCENE --preset avenue --methods diff,bg   # box methods on a validation scene
 
 Default run: streams every clip of every split through the preset's flow and box detector (the
 same calls as ``CubeExtractor.push``) and prints, per split, boxes per frame, box area median /
@@ -28,6 +29,11 @@ Gaussian of sigma 3 with the first 4 frames of each clip left out) and, on the v
 the coverage of the moving pixels of its NORMAL frames from frame 4 on (|I_t - I_t-1| > 18 after a
 2x2 opening: the share inside a box), a recall with no labels. The validation columns are what chooses; ROOT's test
 columns are read to report.
+
+``--methods`` keeps every box setting of ``--preset`` and replaces only ``method``, each prepared on ROOT,
+where ROOT is itself a validation scene (a synthetic one of another size, `amsrc data synth S --seed 1
+--size 640x360`): the same columns as ``--sources``, on ROOT's test split. It is how a preset with no
+data at hand (``avenue``; the fit-time settings, whose box settings are the same at 640x360) is checked.
 
 ``--flow-table`` compares the flows of ``FLOWS``: endpoint error (EPE, px) on textured patches of two
 sizes moving at six known speeds over a real background frame, the flow magnitude on the still ground
@@ -431,6 +437,17 @@ def compare_sources(root: Path, vals: list[Path], preset_name: str, out: Path, n
     return rows
 
 
+def compare_methods(root: Path, preset_name: str, methods: list[str], out: Path) -> dict:
+    """``_source_row`` on ROOT (a validation scene) for the preset's boxes with each ``method``."""
+    rows = {}
+    for m in methods:
+        r = rows[m] = _source_row(root, _preset_with(preset_name, "boxes", {"method": m}), out / m.replace("+", "_"), True)
+        print(f"| {m} | {r['recall']:.4f} | {r['motion_coverage']:.3f} | {r['fragment_share']:.3f} | "
+              f"{r['boxes_per_frame']:.2f} | {r['frames_per_s']:.0f} | {100 * r['velocity']['raw']:.1f} | "
+              f"{100 * r['velocity']['smoothed_drop4']:.1f} | {100 * r['copy-last']['smoothed_drop4']:.1f} |", flush=True)
+    return rows
+
+
 def picture(index, preset, clip_name: str, t: int, path: Path) -> dict:
     """The box pipeline on frame ``t`` of test clip ``clip_name`` in one PNG: the background learned from
     the training frames, the foreground mask after the closing, and the frame with its boxes (red: a box
@@ -508,9 +525,32 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/boxes", help="with --sources: where the cube stores go (reused)")
     ap.add_argument("--only", action="append", default=None,
                     help="with --sources: only the sources whose name holds this text (repeatable)")
+    ap.add_argument("--methods", default=None,
+                    help="comma-separated box methods: the preset's boxes with only the method replaced, on ROOT (a "
+                    "validation scene); stores under --out")
     ap.add_argument("--picture", default=None, help="write the box pipeline on one test frame to this PNG")
     ap.add_argument("--picture-frame", default="02:100", help="with --picture: CLIP:T, a test clip and a 0-based frame")
     args = ap.parse_args(argv)
+    if args.methods:
+        from amsrc.config import BoxConfig
+        from amsrc.errors import ConfigError
+        from amsrc.prepare.boxes import _check_cfg
+
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        for m in methods:
+            try:
+                _check_cfg(BoxConfig(method=m))
+            except ConfigError as e:  # the library's own message names the bad method
+                ap.error(f"--methods: {e}")
+        print("| method | recall | motion coverage | fragments | boxes/frame | prepare frames/s | velocity raw | "
+              "velocity | copy-last |")
+        print("|---" * 9 + "|")
+        rows = compare_methods(Path(args.root), args.preset, methods, Path(args.out))
+        if args.json:
+            from amsrc.utils import write_json_atomic
+
+            write_json_atomic(args.json, {"root": args.root, "preset": args.preset, "methods": rows})
+        return 0
     if args.sources:
         if not args.val:
             ap.error("--sources needs --val (an injected validation set)")
