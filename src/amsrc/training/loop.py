@@ -330,6 +330,12 @@ def _draw(n: int, size: int, seed: int, stream: int) -> np.ndarray:
     return np.arange(n) if n <= size else np.sort(np.random.default_rng([seed, stream]).choice(n, size, replace=False))
 
 
+def memory_indices(n: int, size: int, seed: int) -> np.ndarray:
+    """Which of ``n`` training cubes S_m's memory keeps (up to ``size``, drawn with ``seed``), in the memory's
+    row order."""
+    return _draw(n, size, seed, 7)
+
+
 def calibration_cubes(cubes: CubeSet, size: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Up to ``size`` training cubes drawn with ``seed`` (appearance uint8, flow float16), kept in model.pt for
     the "onnxruntime-int8" engine to calibrate on; None when ``size`` is 0."""
@@ -371,7 +377,7 @@ def motion_memory(model: torch.nn.Module, cubes: CubeSet, flow_scale: float, siz
         m = np.concatenate([m, ((v - speed_key[0]) * speed_key[1]).astype(np.float32)[:, None]], 1)
     groups = memory_groups(cubes)
     n = len(m)
-    pick = _draw(n, size, seed, 7)
+    pick = memory_indices(n, size, seed)
     free = len(pick) - np.bincount(groups[pick]).max()
     if free < k and not required:
         log.info(f"no S_m memory: {free} training objects outside the largest clip, fewer than train.bank_k = {k}")

@@ -1,0 +1,221 @@
+"""Other score rules on the folds' trained networks, with no training: how the cues are standardised and
+combined, compared on the injected folds of `benchmarks/folds.py`.
+
+    python benchmarks/rescore.py --out runs/folds --recipe speed --probe brisk
+
+For each fold of ``OUT`` (``OUT/fold<k>``, written by `benchmarks/folds.py`), the model ``train_RECIPE``
+scores every training object (S_m measured against the memory entries of the other clips, as training
+measures it for the model's statistics), the fold's injected clips and each ``--probe`` set. The cues
+and boxes are kept in ``OUT/fold<k>/cues_RECIPE.npz`` (reused). Then each rule of ``RULES`` turns the
+three cues into an object score, learned from the training objects alone; the frame score is the max
+over the counted objects (the model's frame rule, its border rule included), smoothed with a Gaussian
+of sigma 3 per clip. Printed: per rule, the mix's micro AUROC raw and smoothed on the fold's injected
+clips, the smoothed AUROC of each kind's frames against the normal frames, the mean of those kinds'
+columns (the folds' choice rule), and the same mean for S_p scored alone under the rule. Mean over the
+folds, AUROC x100. The rule ``z`` is the model's own score (mean and std of each cue, the preset's
+weights): its row repeats `folds.py`'s. No test label is read.
+
+Rules: ``z``; ``tailQ``: (cue - median) / (Q-th percentile - median); ``cdf``: -log of the share of
+training objects at or above the cue (beyond the largest, continued linearly in units of the std);
+``zmax``: the max of the weighed cues' z instead of their weighted sum; ``FEATn``: each cue's mean and std
+per quantile bin (n bins over the training objects) of the box's height, bottom row or area, so an
+object is compared with training objects of its size or place (``FEATn S_x``: that cue only). A frame
+with no object scores as an object whose three cues are 0 (the median training box for the binned
+rules).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+CUES = ("s_f", "s_p", "s_m")
+RULES = ("z", "tail99.9", "tail99", "tail95", "cdf", "zmax", "height4", "height8", "row4", "row8", "area8",
+         "height4 S_p", "height8 S_p", "row4 S_p", "height4 S_f")
+
+
+def dump_cues(fold: Path, recipe: str, probes: list[str]) -> dict[str, np.ndarray]:
+    """Every object's cues and box under ``fold/train_RECIPE/model.pt``: the training objects (``train/...``)
+    and the injected clips of the fold (``val/CLIP/...``) and of each probe (``PROBE/CLIP/...``)."""
+    import torch
+
+    from amsrc.detector import AMSRC
+    from amsrc.prepare.features import mean_l1_speeds
+    from amsrc.prepare.store import CubeStore
+    from amsrc.scoring import motion_rarity, object_scores
+    from amsrc.training.loop import CubeSet, memory_groups, memory_indices
+
+    det = AMSRC.load(fold / f"train_{recipe}" / "model.pt")
+    model, p, st = det.model_, det.preset_, det.train_stats_
+    store = CubeStore.open(fold / "cubes")
+    clips = [store.load("training", n) for n in store.clips("training")]
+    clips = [c for c in clips if len(c.frames)]
+    cubes = CubeSet([(c.appearance, c.flow) for c in clips], channels=p.prepare.channels, cube_size=p.prepare.cube_size)
+    f, q, keys = [], [], []
+    for a, fl in cubes.ranges(0, len(cubes)):
+        sc = object_scores(model, a, fl, p.model.flow_scale, keep_m=True)
+        f.append(sc.s_f)
+        q.append(sc.s_p)
+        key = sc.m
+        if st.speed_key is not None:  # the memory key's speed column (amsrc.scoring.memory_key), from the stored flow
+            mean, scale = st.speed_key
+            speed = mean_l1_speeds(fl).astype(np.float64) / p.model.flow_scale
+            key = np.concatenate([key, ((speed - mean) * scale).astype(np.float32)[:, None]], 1)
+        keys.append(key)
+    key = np.concatenate(keys).astype(np.float32)
+    bank = np.asarray(det.motion_bank_, dtype=np.float32)
+    groups = memory_groups(cubes)
+    pick = memory_indices(len(key), p.train.bank_size, p.train.seed)
+    if not np.allclose(key[pick], bank, atol=1e-4):
+        raise SystemExit(f"rescore.py: {fold}: the memory rebuilt from the training cubes differs from model.pt's")
+    s_m = motion_rarity(torch.from_numpy(key), torch.from_numpy(bank), p.train.bank_k, groups, groups[pick])
+    out = {"train/s_f": np.concatenate(f), "train/s_p": np.concatenate(q), "train/s_m": s_m.double().numpy(),
+           "train/box": np.concatenate([np.asarray(c.boxes) for c in clips])}
+    for tag, at in (("val", fold), *((k, fold / f"probe_{k}") for k in probes)):
+        kinds = {e["clip"]: e["kind"] for e in json.loads((at / "data" / "inject.json").read_text())["events"]}
+        st_at = CubeStore.open(at / "cubes")
+        for c in det.score_store(st_at, "testing"):
+            for name in (*CUES, "offsets", "labels", "counted"):
+                out[f"{tag}/{c.name}/{name}"] = np.asarray(getattr(c, name))
+            out[f"{tag}/{c.name}/kind"] = np.asarray(kinds[c.name])
+            out[f"{tag}/{c.name}/box"] = np.asarray(st_at.load("testing", c.name).boxes)
+    return out
+
+
+def _box_feature(box: np.ndarray, feat: str) -> np.ndarray:
+    b = np.asarray(box, dtype=np.float64).reshape(-1, 4)
+    h = b[:, 3] - b[:, 1]
+    return {"height": h, "row": b[:, 3], "area": h * (b[:, 2] - b[:, 0])}[feat]
+
+
+def rule(name: str, train: dict[str, np.ndarray], weights: dict[str, float]):
+    """The object score of rule ``name`` learned from the training cues: f(cues dict, boxes) -> (N,)."""
+    def plain(c):
+        mu, sd = train[c].mean(), train[c].std()
+        return lambda s, box: (s - mu) / sd
+
+    def tail(c, pct):
+        med, hi = np.median(train[c]), np.percentile(train[c], pct)
+        return lambda s, box: (s - med) / (hi - med)
+
+    def cdf(c):
+        srt = np.sort(train[c])
+        n, sd, top = len(srt), srt.std(), srt[-1]
+
+        def f(s, box):
+            above = n - np.searchsorted(srt, s, side="left")
+            return np.where(s > top, np.log(n + 1) + (s - top) / sd, -np.log((1 + above) / (n + 1)))
+        return f
+
+    def binned(c, feat, bins):
+        x = _box_feature(train["box"], feat)
+        edges = np.quantile(x, np.linspace(0, 1, bins + 1)[1:-1])
+        b = np.searchsorted(edges, x)
+        mu = np.array([train[c][b == i].mean() for i in range(bins)])
+        sd = np.array([train[c][b == i].std() for i in range(bins)])
+
+        def f(s, box):
+            i = np.searchsorted(edges, _box_feature(box, feat))
+            return (s - mu[i]) / sd[i]
+        return f
+
+    head, _, only = name.partition(" ")
+    if head.startswith("tail"):
+        per = {c: tail(c, float(head[4:])) for c in CUES}
+    elif head == "cdf":
+        per = {c: cdf(c) for c in CUES}
+    elif head in ("z", "zmax"):
+        per = {c: plain(c) for c in CUES}
+    else:
+        feat, bins = head.rstrip("0123456789"), int(head[len(head.rstrip("0123456789")):])
+        per = {c: binned(c, feat, bins) if not only or c == only.lower() else plain(c) for c in CUES}
+    if head == "zmax":
+        return lambda cues, box: np.max([per[c](cues[c], box) for c in CUES if weights[c]], 0)
+    return lambda cues, box: sum(weights[c] * per[c](cues[c], box) for c in CUES if weights[c])
+
+
+def score_rule(d: dict[str, np.ndarray], name: str, weights: dict[str, float]) -> dict[str, float]:
+    """One fold under one rule: mix raw / smoothed on the injected clips and each kind's smoothed AUROC."""
+    from amsrc.config import ScoreConfig
+    from amsrc.eval.metrics import roc_auc
+    from amsrc.scoring import frame_scores, smooth
+
+    train = {c: d[f"train/{c}"].astype(np.float64) for c in CUES}
+    train["box"] = d["train/box"]
+    f = rule(name, train, weights)
+    median_box = np.median(np.asarray(train["box"], dtype=np.float64), 0)[None]
+    empty = float(f({c: np.zeros(1) for c in CUES}, median_box)[0])
+    cfg = ScoreConfig(smoothing="gaussian", gaussian_sigma=3.0)
+    sets: dict[str, dict[str, dict]] = {}
+    for key in d:
+        if key.count("/") == 2:
+            tag, clip, field = key.split("/")
+            sets.setdefault(tag, {}).setdefault(clip, {})[field] = d[key]
+    out: dict[str, float] = {}
+    for tag, clips in sets.items():
+        rows = []
+        for cl in clips.values():
+            obj = f({c: cl[c].astype(np.float64) for c in CUES}, cl["box"])
+            raw = frame_scores(obj, cl["offsets"], empty, 1, cl["counted"])
+            rows.append((str(cl["kind"]), raw, smooth(raw, cfg), cl["labels"].astype(int)))
+        normal = np.concatenate([s[y == 0] for _, _, s, y in rows])
+        for kind in sorted({kd for kd, *_ in rows}):
+            ab = np.concatenate([s[y == 1] for kd, _, s, y in rows if kd == kind])
+            out[kind] = roc_auc(np.r_[normal, ab], np.r_[np.zeros(len(normal)), np.ones(len(ab))])
+        if tag == "val":
+            y = np.concatenate([r[3] for r in rows])
+            out["raw"] = roc_auc(np.concatenate([r[1] for r in rows]), y)
+            out["smoothed"] = roc_auc(np.concatenate([r[2] for r in rows]), y)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="the folds' folder of benchmarks/folds.py")
+    ap.add_argument("--recipe", default="speed", help="the trained recipe whose models are re-scored (train_RECIPE)")
+    ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3])
+    ap.add_argument("--probe", nargs="*", default=["brisk"], help="probe sets of folds.py --probe to score too")
+    args = ap.parse_args(argv)
+
+    from amsrc.detector import AMSRC
+
+    out = Path(args.out)
+    got: dict[str, list[dict]] = {r: [] for r in RULES}
+    sp: dict[str, list[dict]] = {r: [] for r in RULES}
+    for k in args.folds:
+        fold = out / f"fold{k}"
+        cache = fold / f"cues_{args.recipe}.npz"
+        if not cache.exists():
+            d = dump_cues(fold, args.recipe, args.probe)
+            tmp = cache.with_suffix(".tmp.npz")
+            np.savez(tmp, **d)
+            tmp.replace(cache)
+        d = dict(np.load(cache))
+        sc = AMSRC.load(fold / f"train_{args.recipe}" / "model.pt").preset_.score
+        weights = {"s_f": sc.w_f, "s_p": sc.w_p, "s_m": sc.w_m}
+        for r in RULES:
+            got[r].append(score_rule(d, r, weights))
+            sp[r].append(score_rule(d, r, {"s_f": 0.0, "s_p": 1.0, "s_m": 0.0}))
+        print(f"fold {k}: {len(d['train/s_f'])} training objects", flush=True)
+
+    kinds = sorted(set(got["z"][0]) - {"raw", "smoothed"})
+
+    def mean(rows, key):
+        return 100 * float(np.mean([r[key] for r in rows]))
+
+    print(f"\nRecipe {args.recipe}, mean over folds {', '.join(map(str, args.folds))} (AUROC x100; kinds: smoothed):\n")
+    print("| rule | mix raw | mix smoothed | " + " | ".join(kinds) + " | kinds' mean | S_p alone: kinds' mean |")
+    print("|" + "---|" * (5 + len(kinds)))
+    for r in RULES:
+        vals = [mean(got[r], kd) for kd in kinds]
+        print(f"| {r} | {mean(got[r], 'raw'):.1f} | {mean(got[r], 'smoothed'):.1f} | "
+              + " | ".join(f"{v:.1f}" for v in vals)
+              + f" | {np.mean(vals):.1f} | {np.mean([mean(sp[r], kd) for kd in kinds]):.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
