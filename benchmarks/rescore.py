@@ -43,10 +43,9 @@ def dump_cues(fold: Path, recipe: str, probes: list[str]) -> dict[str, np.ndarra
     import torch
 
     from amsrc.detector import AMSRC
-    from amsrc.prepare.features import mean_l1_speeds
     from amsrc.prepare.store import CubeStore
     from amsrc.scoring import motion_rarity, object_scores
-    from amsrc.training.loop import CubeSet, memory_groups, memory_indices
+    from amsrc.training.loop import CubeSet, memory_groups, memory_indices, network_speeds, with_speed
 
     det = AMSRC.load(fold / f"train_{recipe}" / "model.pt")
     model, p, st = det.model_, det.preset_, det.train_stats_
@@ -59,12 +58,8 @@ def dump_cues(fold: Path, recipe: str, probes: list[str]) -> dict[str, np.ndarra
         sc = object_scores(model, a, fl, p.model.flow_scale, keep_m=True)
         f.append(sc.s_f)
         q.append(sc.s_p)
-        key = sc.m
-        if st.speed_key is not None:  # the memory key's speed column (amsrc.scoring.memory_key), from the stored flow
-            mean, scale = st.speed_key
-            speed = mean_l1_speeds(fl).astype(np.float64) / p.model.flow_scale
-            key = np.concatenate([key, ((speed - mean) * scale).astype(np.float32)[:, None]], 1)
-        keys.append(key)
+        keys.append(sc.m if st.speed_key is None else with_speed(sc.m, network_speeds(fl, p.model.flow_scale),
+                                                                 st.speed_key))
     key = np.concatenate(keys).astype(np.float32)
     bank = np.asarray(det.motion_bank_, dtype=np.float32)
     groups = memory_groups(cubes)

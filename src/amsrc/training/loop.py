@@ -345,6 +345,19 @@ def calibration_cubes(cubes: CubeSet, size: int, seed: int) -> tuple[np.ndarray,
     return np.ascontiguousarray(a, dtype=np.uint8), np.ascontiguousarray(f, dtype=np.float16)
 
 
+def network_speeds(flow: np.ndarray, flow_scale: float) -> np.ndarray:
+    """(N,) float64 :func:`amsrc.scoring.object_speed` of stored cubes' flows (N, 4, S, S, 2), without building
+    the network input: the mean |dx| + |dy| of the last flow, / ``flow_scale``."""
+    return mean_l1_speeds(flow).astype(np.float64) / flow_scale
+
+
+def with_speed(m: np.ndarray, speeds: np.ndarray, speed_key: tuple[float, float]) -> np.ndarray:
+    """Pooled motion bottlenecks (N, w3) and :func:`network_speeds` (N,) -> the memory keys (N, w3 + 1) float32:
+    the numpy twin of :func:`amsrc.scoring.memory_key` for objects read from a store."""
+    mean, scale = speed_key
+    return np.concatenate([m, ((speeds - mean) * scale)[:, None]], 1, dtype=np.float32)
+
+
 def motion_memory(model: torch.nn.Module, cubes: CubeSet, flow_scale: float, size: int, k: int, seed: int,
                   dev: torch.device | str = "cpu", batch_size: int = 512, required: bool = False,
                   speed: float = 0.0):
@@ -365,8 +378,7 @@ def motion_memory(model: torch.nn.Module, cubes: CubeSet, flow_scale: float, siz
     for a, f in cubes.ranges(0, len(cubes)):
         feats.append(object_scores(model, a, f, flow_scale, batch_size=batch_size, device=str(dev), need_pred=False,
                                    keep_m=True).m)
-        # amsrc.scoring.object_speed of their network input, without building it
-        speeds.append(mean_l1_speeds(f).astype(np.float64) / flow_scale)
+        speeds.append(network_speeds(f, flow_scale))
     m = np.concatenate(feats).astype(np.float32)
     speed_key = None
     if speed > 0:
@@ -374,7 +386,7 @@ def motion_memory(model: torch.nn.Module, cubes: CubeSet, flow_scale: float, siz
         spread, v_std = float(np.sqrt(m.astype(np.float64).var(0).sum())), float(v.std())
         # a scene where every object moves alike (std 0) gets a zero column: the speed then tells nothing
         speed_key = (float(v.mean()), speed * spread / v_std if v_std > 0 else 0.0)
-        m = np.concatenate([m, ((v - speed_key[0]) * speed_key[1]).astype(np.float32)[:, None]], 1)
+        m = with_speed(m, v, speed_key)
     groups = memory_groups(cubes)
     n = len(m)
     pick = memory_indices(n, size, seed)
