@@ -132,23 +132,30 @@ def rule(name: str, train: dict[str, np.ndarray], weights: dict[str, float]):
     return lambda cues, box: sum(weights[c] * per[c](cues[c], box) for c in CUES if weights[c])
 
 
-def score_rule(d: dict[str, np.ndarray], name: str, weights: dict[str, float]) -> dict[str, float]:
-    """One fold under one rule: mix raw / smoothed on the injected clips and each kind's smoothed AUROC."""
-    from amsrc.config import ScoreConfig
-    from amsrc.eval.metrics import roc_auc
-    from amsrc.scoring import frame_scores, smooth
-
+def split_cues(d: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, dict[str, dict]]]:
+    """A fold's cached cues (:func:`dump_cues`) as (training cues and boxes, {set: {clip: fields}})."""
     train = {c: d[f"train/{c}"].astype(np.float64) for c in CUES}
     train["box"] = d["train/box"]
-    f = rule(name, train, weights)
-    median_box = np.median(np.asarray(train["box"], dtype=np.float64), 0)[None]
-    empty = float(f({c: np.zeros(1) for c in CUES}, median_box)[0])
-    cfg = ScoreConfig(smoothing="gaussian", gaussian_sigma=3.0)
     sets: dict[str, dict[str, dict]] = {}
     for key in d:
         if key.count("/") == 2:
             tag, clip, field = key.split("/")
             sets.setdefault(tag, {}).setdefault(clip, {})[field] = d[key]
+    return train, sets
+
+
+def score_rule(train: dict[str, np.ndarray], sets: dict[str, dict[str, dict]], name: str,
+               weights: dict[str, float]) -> dict[str, float]:
+    """One fold (:func:`split_cues`) under one rule: mix raw / smoothed on the injected clips and each kind's
+    smoothed AUROC."""
+    from amsrc.config import ScoreConfig
+    from amsrc.eval.metrics import roc_auc
+    from amsrc.scoring import frame_scores, smooth
+
+    f = rule(name, train, weights)
+    median_box = np.median(np.asarray(train["box"], dtype=np.float64), 0)[None]
+    empty = float(f({c: np.zeros(1) for c in CUES}, median_box)[0])
+    cfg = ScoreConfig(smoothing="gaussian", gaussian_sigma=3.0)
     out: dict[str, float] = {}
     for tag, clips in sets.items():
         rows = []
@@ -188,13 +195,13 @@ def main(argv: list[str] | None = None) -> int:
             tmp = cache.with_suffix(".tmp.npz")
             np.savez(tmp, **d)
             tmp.replace(cache)
-        d = dict(np.load(cache))
+        train, sets = split_cues(dict(np.load(cache)))
         sc = AMSRC.load(fold / f"train_{args.recipe}" / "model.pt").preset_.score
         weights = {"s_f": sc.w_f, "s_p": sc.w_p, "s_m": sc.w_m}
         for r in RULES:
-            got[r].append(score_rule(d, r, weights))
-            sp[r].append(score_rule(d, r, {"s_f": 0.0, "s_p": 1.0, "s_m": 0.0}))
-        print(f"fold {k}: {len(d['train/s_f'])} training objects", flush=True)
+            got[r].append(score_rule(train, sets, r, weights))
+            sp[r].append(score_rule(train, sets, r, {"s_f": 0.0, "s_p": 1.0, "s_m": 0.0}))
+        print(f"fold {k}: {len(train['s_f'])} training objects", flush=True)
 
     kinds = sorted(set(got["z"][0]) - {"raw", "smoothed"})
 
