@@ -68,17 +68,21 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"engines.py: {args.store} holds {len(app_all)} test cubes, fewer than {max(args.objects)}")
 
     graph = onnx_model(model, p, det.train_stats_.to_dict()).SerializeToString()
+    def torch_runner(net, layout=torch.contiguous_format):
+        def run(a, f):
+            out = net(a.contiguous(memory_format=layout), f.contiguous(memory_format=layout))
+            return out.pred.numpy(), out.x.numpy()
+        return run
+
     runners = {}  # name -> f(app_in, flow_in) -> (pred, x) as numpy
-    runners["torch"] = lambda a, f: (lambda o: (o.pred.numpy(), o.x.numpy()))(model(a, f))
-    cl = to_channels_last(copy.deepcopy(model))
-    runners["torch channels-last"] = lambda a, f: (lambda o: (o.pred.numpy(), o.x.numpy()))(
-        cl(a.contiguous(memory_format=torch.channels_last), f.contiguous(memory_format=torch.channels_last)))
+    runners["torch"] = torch_runner(model)
+    runners["torch channels-last"] = torch_runner(to_channels_last(copy.deepcopy(model)), torch.channels_last)
     skipped = {}
     try:
         compiled = torch.compile(copy.deepcopy(model))
         with torch.inference_mode():
             compiled(*to_tensors(app_all[:2], flow_all[:2], p.model.flow_scale)[::2])
-        runners["torch.compile"] = lambda a, f: (lambda o: (o.pred.numpy(), o.x.numpy()))(compiled(a, f))
+        runners["torch.compile"] = torch_runner(compiled)
     except Exception as e:  # Inductor needs a working C++ toolchain
         skipped["torch.compile"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
     ort = OnnxRuntimeNet(graph, threads=args.threads)
