@@ -340,6 +340,49 @@ def test_score_source_throughput_equals_live_with_restarts():
     assert [r["objects"] for r in lines if r["type"] == "frame"][17:21] == [0, 0, 0, 0]
 
 
+def test_live_source_is_pipelined_one_frame_ahead_with_the_lines_of_one_at_a_time(monkeypatch):
+    """A live source is scored as a file is (the CPU stages of the next frame in the reading thread while the
+    network scores this one), with one prepared frame queued: its lines equal those of one frame at a time,
+    and no line is written more than LIVE_AHEAD + 1 frames behind the frames read (the latency bound)."""
+    import threading
+
+    from amsrc.data.sources import FrameSource, SourceFrame
+    from amsrc.live.run import LIVE_AHEAD, score_source
+    from amsrc.live.stream import StreamScorer
+
+    det = _detector_wp0()
+    frames = _multi_object_frames()
+    read = [0]
+
+    class Src(FrameSource):
+        name, live, fps = "camera", True, 25.0
+
+        def __iter__(self):
+            for i, f in enumerate(frames):
+                read[0] = i + 1
+                yield SourceFrame(i, i / 25, f, restart=(i == 17))
+
+    where = set()
+    prepare = StreamScorer.prepare
+
+    def spy(self, frame):
+        where.add(threading.current_thread().name)
+        return prepare(self, frame)
+
+    monkeypatch.setattr(StreamScorer, "prepare", spy)
+    lines, lead = {}, {}
+    for mode in (True, False):
+        where.clear()
+        lead[mode] = []
+        out = io.StringIO()
+        score_source(det, Src(), out, warn=lambda m: None, throughput=mode,
+                     on_frame=lambda rgb, i, t, r, ev, m=mode: lead[m].append(read[0] - (i + 1)))
+        lines[mode] = [{k: v for k, v in json.loads(x).items() if k != "lag_s"} for x in out.getvalue().splitlines()]
+        assert where == ({"amsrc-prefetch"} if mode else {threading.current_thread().name})
+    assert lines[True] == lines[False] and len(lines[True]) == len(frames) + 1  # the header line, then each frame
+    assert max(lead[True]) <= LIVE_AHEAD + 1 and len(lead[True]) == len(frames)
+
+
 def test_score_cubes_with_inputs_made_ahead():
     det = tiny_detector()
     from amsrc.live.stream import StreamScorer

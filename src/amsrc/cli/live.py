@@ -231,8 +231,8 @@ def add_parsers(sub) -> None:
                     "sources always warn and go on (default error)")
     sc.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1: fastest for per-frame batches)")
     sc.add_argument("--engine", choices=AMSRC.ENGINES, default="auto", help=ENGINE_HELP)
-    sc.add_argument("--batch", type=positive_int, default=None, help="files and folders: the objects of this many "
-                    "consecutive frames share one network pass (scores within 1e-4 of one pass a frame; default 16 "
-                    "on a CUDA device, 1 on the CPU)")
+    sc.add_argument("--batch", type=positive_int, default=None, help="the objects of this many consecutive frames "
+                    "share one network pass (scores within 1e-4 of one pass a frame; default 16 for a file on a "
+                    "CUDA device, else 1: a live source's lines would wait for the later frames)")
     add_common(sc)
     sc.set_defaults(func=cmd_score)

@@ -23,6 +23,10 @@ from amsrc.scoring import FRAME_BASE, SCORE_MEANING
 from amsrc.utils import prefetch
 
 GPU_BATCH = 16  # frames whose objects share one network pass when a file is scored on a CUDA device
+# frames prepared (flow, boxes, crops) ahead of the network: files keep a queue to ride out slow frames; a
+# live source keeps one, so frame t+1 is prepared while the network scores frame t and a frame's line is
+# never more than the frame being prepared and one in the queue behind the frames read
+FILE_AHEAD, LIVE_AHEAD = 4, 1
 CSV_COLUMNS = ("frame", "time", "raw", "score", "anomalous", "objects",
                "top_x0", "top_y0", "top_x1", "top_y1", "top_score")
 
@@ -197,8 +201,8 @@ def _size_note(name: str, index: int, shape, frame_size, first: bool, last_shape
 
 
 def _stream(source, scorer: StreamScorer, throughput: bool, read_ahead: int):
-    """(source frame, prepared frame or None) in stream order. Throughput: the reading thread also
-    prepares (restarts applied there, in order); otherwise the caller restarts and pushes."""
+    """(source frame, prepared frame or None) in stream order. Throughput (pipelined): the reading thread
+    also prepares (restarts applied there, in order); otherwise the caller restarts and pushes."""
     def prepared():
         for sf in source:
             if sf.restart:
@@ -219,7 +223,7 @@ def _stream(source, scorer: StreamScorer, throughput: bool, read_ahead: int):
 
 def score_source(detector, source, frames_out, *, fmt: str = "jsonl", events_out=None, strict_size: bool = False,
                  min_frames: int = MIN_FRAMES, end_frames: int = END_FRAMES, warn=None, on_frame=None,
-                 lag_warn_s: float = 1.0, read_ahead: int = 4, throughput: bool | None = None,
+                 lag_warn_s: float = 1.0, read_ahead: int | None = None, throughput: bool = True,
                  batch: int | None = None) -> ScoreSummary:
     """Score every frame of ``source`` (:mod:`amsrc.data.sources`) with a fitted ``detector``
     (:class:`~amsrc.detector.AMSRC`); its ``threshold_`` (set by ``amsrc fit``; None for a model from
@@ -231,16 +235,21 @@ def score_source(detector, source, frames_out, *, fmt: str = "jsonl", events_out
     is called per frame (overlay/report). Ctrl-C stops the loop; what was scored is flushed and the
     summary returned.
 
-    ``throughput`` (None: True for files and folders, False for live sources): a thread reads and
-    prepares frames (flow, boxes, crops) up to ``read_ahead`` frames ahead while this one runs the
-    network (see :mod:`amsrc.live.stream`; same output, a frame's lines come up to ``read_ahead``
-    frames later). Otherwise frames are only read ``read_ahead`` ahead in a thread and each is
-    scored with ``push`` (lowest latency). ``read_ahead`` 0: no thread at all.
+    ``throughput`` (the default, files and live sources alike): a thread reads and prepares frames (flow,
+    boxes, crops) up to ``read_ahead`` frames ahead while this one runs the network (see
+    :mod:`amsrc.live.stream`; the same lines, bit for bit). ``read_ahead`` None: ``FILE_AHEAD`` for files
+    and folders, ``LIVE_AHEAD`` (1) for live sources, where the two stages then overlap on two cores
+    (frame t+1 prepared while the network scores frame t) and a frame that arrives while the scorer
+    keeps up has its line written within its own prepare and network time plus the rest of the frame
+    before's network time. ``throughput=False``: frames are only read ``read_ahead`` ahead in a thread
+    and each is prepared and scored with ``push`` before the next (one core at a time). ``read_ahead``
+    0: no thread at all.
 
     ``batch``: in throughput mode, the objects of this many consecutive frames go through the network
     in one pass (:meth:`StreamScorer.finish_many`; scores within ``BATCH_TOLERANCE`` of one pass a
-    frame). None: ``GPU_BATCH`` frames on a CUDA device, 1 on the CPU (measured there: batching gains
-    little, the CPU stages are as slow as the network; see benchmarks/speed.py).
+    frame). None: ``GPU_BATCH`` frames for a file on a CUDA device, else 1 (on the CPU batching gains
+    little, the CPU stages are as slow as the network, see benchmarks/speed.py; a live source waits for
+    no later frames).
     """
     if warn is None:
         def warn(msg: str) -> None:
@@ -258,12 +267,14 @@ def score_source(detector, source, frames_out, *, fmt: str = "jsonl", events_out
         warn("note: this model has no threshold (written by `amsrc train`, not `amsrc fit`): "
              "scores only, no yes/no and no events")
     lag = _Lag(lag_warn_s, source.fps or DEFAULT_FPS, warn)
-    throughput = (not source.live if throughput is None else throughput) and read_ahead > 0
+    if read_ahead is None:
+        read_ahead = LIVE_AHEAD if source.live else FILE_AHEAD
+    throughput = throughput and read_ahead > 0
     n, interrupted, rescaled, gone = 0, False, None, False
     last_index, last_time, last_shape = -1, 0.0, None
     t_wall0 = time.perf_counter()
     if batch is None:
-        batch = GPU_BATCH if str(getattr(detector, "device", "cpu")).startswith("cuda") else 1
+        batch = GPU_BATCH if str(getattr(detector, "device", "cpu")).startswith("cuda") and not source.live else 1
     it = _stream(source, scorer, throughput, max(read_ahead, batch if throughput else 0))
     pairs = finish_batched(scorer, it, batch) if throughput else it
     try:

@@ -10,14 +10,16 @@ So the raw scores of a clip pushed frame by frame equal ``AMSRC.score_clip`` on 
 
 Two ways to run the same chain, with the same results bit for bit:
 
-- live (:meth:`StreamScorer.push`): a frame is prepared (resize, flow, boxes, crops, conversion
-  to network inputs) and scored (network, frame score, smoothing) before the next one is looked
-  at: lowest latency;
-- throughput (:meth:`StreamScorer.score_frames`, and ``score_source`` on files and folders): a
-  background thread reads and prepares the next frames while the network scores the current one
-  (OpenCV and torch release the GIL, so the two overlap on two cores; on Ped2 with 2 cores,
-  torch and OpenCV on one thread each, ~1.8x the live rate). Extra latency: up to ``depth``
-  frames wait in the queue when the network is the slower stage. By default each frame's objects
+- one frame at a time (:meth:`StreamScorer.push`): a frame is prepared (resize, flow, boxes, crops,
+  conversion to network inputs) and scored (network, frame score, smoothing) before the next one is
+  looked at, on one core;
+- pipelined (:meth:`StreamScorer.score_frames`, and ``score_source`` on every source): a background
+  thread reads and prepares the next frames while the network scores the current one (OpenCV and
+  torch release the GIL, so the two overlap on two cores; on Ped2 with 2 cores, torch and OpenCV on
+  one thread each, ~1.7x the rate of ``push``). Up to ``depth`` prepared frames wait in the queue when
+  the network is the slower stage: ``score_source`` keeps 4 for a file and 1 for a live source, whose
+  frame is then scored within its own prepare and network time plus the rest of the network time of
+  the frame before it (while the scorer keeps up with the source). By default each frame's objects
   go through the network as one batch of their own, so the scores equal live scoring bit for bit;
   ``score_frames(batch=N)`` (``amsrc score --batch N``, the default on a CUDA device) puts N
   frames' objects in one pass (:meth:`StreamScorer.finish_many`): the kernels round differently
@@ -242,7 +244,7 @@ class StreamScorer:
 
     def push(self, frame_rgb: np.ndarray) -> FrameResult:
         """Frame (H, W, 3) uint8 RGB -> its :class:`FrameResult` (frames 0..3 of a stream have no objects).
-        Live mode: the frame is fully scored before this returns."""
+        The frame is fully scored before this returns (one core at a time)."""
         return self.finish(self.prepare(frame_rgb))
 
     def score_frames(self, frames: Iterable[np.ndarray], depth: int = 4, batch: int = 1) -> Iterator[FrameResult]:
