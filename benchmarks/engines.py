@@ -14,6 +14,10 @@ every engine on ``--threads`` threads (one: how `amsrc score` runs them):
   ``openvino`` package is installed (it is not a dependency of amsrc; skipped otherwise).
 Each engine's outputs are compared with torch's (largest difference of the predicted frame and of the
 appearance bottleneck). The int8 engine has its own benchmark (`benchmarks/int8.py`).
+
+``--parts``: also where torch's time goes, for the first ``--objects`` batch: the whole network, the
+encoders alone (``model.encode``, what the score needs without S_p), each encoder, and S_m's memory
+search (the model's k nearest of its memory rows, :func:`amsrc.scoring.nearest_mean_distance`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--objects", type=int, nargs="+", default=[12, 96], help="test cubes per timed batch")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=200)
+    ap.add_argument("--parts", action="store_true", help="also time the parts of the torch network")
     args = ap.parse_args(argv)
 
     from amsrc.detector import AMSRC
@@ -117,7 +122,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in cells) + f" | {diff} |", flush=True)
     for name, why in skipped.items():
         print(f"{name}: skipped ({why})")
+    if args.parts:
+        print_parts(det, app_all[:args.objects[0]], flow_all[:args.objects[0]], args.reps)
     return 0
+
+
+def print_parts(det, app: np.ndarray, flow: np.ndarray, reps: int) -> None:
+    """Median ms of the torch network's parts on these cubes (the ``--parts`` table)."""
+    from amsrc.model.inputs import to_tensors
+    from amsrc.scoring import memory_key, nearest_mean_distance
+
+    p, model = det.preset_, det.model_.eval()
+    app_in, _, flow_in = to_tensors(app, flow, p.model.flow_scale, channels_last=p.model.channels_last)
+    parts = {"whole network (encoders, fusion, decoder)": lambda: model(app_in, flow_in),
+             "encoders only (model.encode)": lambda: model.encode(app_in, flow_in),
+             "appearance encoder": lambda: model._appearance(app_in),
+             "motion encoder": lambda: model._motion(flow_in)}
+    bank = det.motion_bank_
+    if bank is not None:
+        bank_t = torch.as_tensor(np.asarray(bank), dtype=torch.float32)
+        with torch.inference_mode():
+            key = memory_key(model.encode(app_in, flow_in).m, flow_in, det.train_stats_.speed_key)
+        parts[f"S_m memory search ({len(bank_t)} rows, k = {p.train.bank_k})"] = (
+            lambda: nearest_mean_distance(key, bank_t, p.train.bank_k))
+    print(f"\ntorch, {len(app)} objects, {torch.get_num_threads()} thread(s): median ms of {reps} runs")
+    print("| part | ms |\n|---|---|")
+    with torch.inference_mode():
+        for name, f in parts.items():
+            print(f"| {name} | {_median_ms(f, reps):.2f} |", flush=True)
 
 
 if __name__ == "__main__":

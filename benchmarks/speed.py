@@ -11,6 +11,10 @@ What it measures (one process, nothing else should run; torch and OpenCV on one 
   and the CPU stages in a thread overlapping the network), in frames/s; both must give the same
   raw scores (checked); and file scoring with ``BATCH`` frames' objects per network pass (within
   ``BATCH_TOLERANCE`` of live, checked);
+- a live source as ``amsrc score`` scores it (pipelined, one prepared frame queued: ``LIVE_AHEAD``)
+  against one frame at a time: the rate with frames available at once, and the latency (a frame
+  available -> its result) with frames arriving at ``PACE_FPS`` (:func:`paced_latency`; same scores,
+  checked);
 - 240x360: the first ``--clips`` Ped2 test clips, with a ``ped2``-preset model fitted here on two
   Ped2 training clips for one epoch (``--model`` to give one: speed does not depend on the weights,
   only on the preset's sizes and the boxes per frame);
@@ -53,6 +57,53 @@ def _machine(device: str) -> str:
 
 STAGES = ("read", "flow", "boxes", "crops", "inputs", "network", "rest")
 BATCH = 8  # frames per network pass in the batched file row
+PACE_FPS = 50.0  # the camera of the latency rows: a frame becomes available every 1/PACE_FPS s
+
+
+def _arriving(frames, fps: float | None, ready: list[float]):
+    """``frames`` as a camera hands them over: frame i not before start + i / ``fps`` (None: at once),
+    decoded only then; the time each became available is appended to ``ready``."""
+    it, start = iter(frames), time.perf_counter()
+    for i in itertools.count():
+        if fps is None:
+            ready.append(time.perf_counter())
+        else:
+            ready.append(start + i / fps)
+            time.sleep(max(0.0, ready[-1] - time.perf_counter()))
+        f = next(it, None)
+        if f is None:
+            return
+        yield f
+
+
+def paced_latency(det, clips, pipelined: bool, fps: float | None) -> dict:
+    """Scoring as a camera feeds it: frame i of a clip becomes available at start + i / ``fps`` (None: all at
+    once), is decoded then, and is scored one frame at a time (``push``, decoding in the same thread) or
+    pipelined as ``amsrc score`` scores a live source (``score_frames`` with ``LIVE_AHEAD`` prepared frames
+    queued, decoding and the CPU stages in a thread). Latency: from the time a frame became available
+    (at once: the time its decoding began) to its result, ms. -> frames/s, latency median / 99th
+    percentile / max, raw scores."""
+    import numpy as np
+
+    from amsrc.data.readers import open_clip
+    from amsrc.live.run import LIVE_AHEAD
+    from amsrc.live.stream import StreamScorer
+
+    scorer, raw, lat = StreamScorer(det), [], []
+    t0 = time.perf_counter()
+    for clip in clips:
+        scorer.reset()
+        ready: list[float] = []
+        frames = _arriving(open_clip(clip).iter_frames(), fps, ready)
+        results = (scorer.score_frames(frames, depth=LIVE_AHEAD) if pipelined
+                   else (scorer.push(f) for f in frames))
+        for i, r in enumerate(results):
+            lat.append(time.perf_counter() - ready[i])
+            raw.append(r.raw)
+    wall = time.perf_counter() - t0
+    ms = 1000 * np.asarray(lat)
+    return {"frames_per_s": len(raw) / wall, "arrival_fps": fps, "latency_ms_median": float(np.median(ms)),
+            "latency_ms_p99": float(np.percentile(ms, 99)), "latency_ms_max": float(ms.max()), "raw": raw}
 
 
 def _ms_per_frame(scorer, read_s: float, total_s: float, n: int) -> dict:
@@ -133,6 +184,14 @@ def stream_speed(model_path: Path, data: Path, device: str, n_clips: int | None 
         out["same_scores"] = raw_thr == raw_live
         if not out["same_scores"]:
             raise AssertionError("throughput mode scored differently from live mode")
+        # a live source: pipelined with one prepared frame queued (amsrc score's way), and one frame at a
+        # time, with frames available at once (the rate) and arriving at PACE_FPS (the latency)
+        for key, pipelined, fps in (("live_pipelined", True, None), ("paced_pipelined", True, PACE_FPS),
+                                    ("paced_one_at_a_time", False, PACE_FPS)):
+            r = paced_latency(det, clips, pipelined, fps)
+            if r.pop("raw") != raw_live:
+                raise AssertionError(f"{key} scored differently from live mode")
+            out[key] = r
         # the same, BATCH frames' objects per network pass (StreamScorer.finish_many)
         raw_b, wall = file_rate(BATCH)
         diff = float(np.max(np.abs(np.subtract(raw_b, raw_live)))) if raw_b else 0.0
@@ -148,7 +207,12 @@ def stream_speed(model_path: Path, data: Path, device: str, n_clips: int | None 
 
 def _stream_lines(s: dict) -> list[str]:
     ms = s["live"]["ms_per_frame"]
+    pl, pp, po = s["live_pipelined"], s["paced_pipelined"], s["paced_one_at_a_time"]
     return [
+        f"  live pipelined (one frame queued) {pl['frames_per_s']:.1f} frames/s, latency median "
+        f"{pl['latency_ms_median']:.1f} ms, max {pl['latency_ms_max']:.1f}; frames arriving at {PACE_FPS:g}/s: "
+        f"pipelined median {pp['latency_ms_median']:.1f} / p99 {pp['latency_ms_p99']:.1f} / max {pp['latency_ms_max']:.1f} ms, "
+        f"one at a time {po['latency_ms_median']:.1f} / {po['latency_ms_p99']:.1f} / {po['latency_ms_max']:.1f} ms",
         f"  live (frame by frame) {s['live']['frames_per_s']:.1f} frames/s; file throughput "
         f"{s['throughput']['frames_per_s']:.1f} frames/s, {s['throughput_batched']['frames_per_s']:.1f} with "
         f"{s['throughput_batched']['batch']} frames a network pass ({s['frames']} frames, {s['objects_per_frame']:.1f} "
@@ -260,12 +324,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res["auroc"], indent=1))
     write_json_atomic(out / "speed.json", res)
     print(f"\n{res['machine']}\n")
-    print(f"| frames | engine | objects/frame | live frames/s | file frames/s | file, {BATCH} frames a pass | live ms/frame: "
+    print(f"| frames | engine | objects/frame | live frames/s (one at a time) | live latency ms at {PACE_FPS:g} frames/s, "
+          f"median / max (one at a time) | file frames/s | file, {BATCH} frames a pass | ms/frame one at a time: "
           + ", ".join(STAGES) + " |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for s in res["rows"]:
         ms = s["live"]["ms_per_frame"]
-        print(f"| {s['size']} | {s['engine']} | {s['objects_per_frame']:.1f} | {s['live']['frames_per_s']:.1f} | "
+        pp, po = s["paced_pipelined"], s["paced_one_at_a_time"]
+        print(f"| {s['size']} | {s['engine']} | {s['objects_per_frame']:.1f} | {s['live_pipelined']['frames_per_s']:.1f} "
+              f"({s['live']['frames_per_s']:.1f}) | {pp['latency_ms_median']:.1f} / {pp['latency_ms_max']:.1f} "
+              f"({po['latency_ms_median']:.1f} / {po['latency_ms_max']:.1f}) | "
               f"{s['throughput']['frames_per_s']:.1f} | {s['throughput_batched']['frames_per_s']:.1f} | "
               + ", ".join(f"{ms[k]:.2f}" for k in STAGES) + " |")
     return 0
