@@ -11,7 +11,7 @@ three cues into an object score, learned from the training objects alone; the fr
 over the counted objects (the model's frame rule, its border rule included), smoothed with a Gaussian
 of sigma 3 per clip. Printed: per rule, the mix's micro AUROC raw and smoothed on the fold's injected
 clips, the smoothed AUROC of each kind's frames against the normal frames, the mean of those kinds'
-columns (the folds' choice rule), and the same mean for S_p scored alone under the rule. Mean over the
+columns (the folds' choice rule), and the same mean for S_p and for S_f scored alone under the rule. Mean over the
 folds, AUROC x100. The rule ``z`` is the model's own score (mean and std of each cue, the preset's
 weights): its row repeats `folds.py`'s. No test label is read.
 
@@ -19,9 +19,11 @@ Rules: ``z``; ``tailQ``: (cue - median) / (Q-th percentile - median); ``cdf``: -
 training objects at or above the cue (beyond the largest, continued linearly in units of the std);
 ``zmax``: the max of the weighed cues' z instead of their weighted sum; ``FEATn``: each cue's mean and std
 per quantile bin (n bins over the training objects) of the box's height, bottom row or area, so an
-object is compared with training objects of its size or place (``FEATn S_x``: that cue only). A frame
-with no object scores as an object whose three cues are 0 (the median training box for the binned
-rules).
+object is compared with training objects of its size or place (``FEATn S_x``: that cue only);
+``RULE pooled-S_f``: the rule with S_f measured on the bottlenecks pooled over positions (1 - cos of the
+(w3,) means of the standardised x and y; the network issue's "cosine on pooled vs flattened"), cached
+beside the cues. A frame with no object scores as an object whose three cues are 0 (the median
+training box for the binned rules).
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from pathlib import Path
 import numpy as np
 
 CUES = ("s_f", "s_p", "s_m")
+POOLED = " pooled-S_f"  # a rule's suffix: S_f measured on the pooled bottlenecks (pooled_sf)
 RULES = ("z", "tail99.9", "tail99", "tail95", "cdf", "zmax", "height4", "height8", "row4", "row8", "area8",
-         "height4 S_p", "height8 S_p", "row4 S_p", "height4 S_f")
+         "height4 S_p", "height8 S_p", "row4 S_p", "height4 S_f", "z" + POOLED)
 
 
 def dump_cues(fold: Path, recipe: str, probes: list[str]) -> dict[str, np.ndarray]:
@@ -77,6 +80,43 @@ def dump_cues(fold: Path, recipe: str, probes: list[str]) -> dict[str, np.ndarra
                 out[f"{tag}/{c.name}/{name}"] = np.asarray(getattr(c, name))
             out[f"{tag}/{c.name}/kind"] = np.asarray(kinds[c.name])
             out[f"{tag}/{c.name}/box"] = np.asarray(st_at.load("testing", c.name).boxes)
+    return out
+
+
+def pooled_sf(model, appearance, flow, flow_scale: float, batch: int = 512) -> np.ndarray:
+    """S_f measured on the bottlenecks pooled over their S/8 x S/8 positions (the issue's "cosine on pooled
+    vs flattened"): 1 - cos of the (B, w3) means of the model's standardised x and y, the same network."""
+    import torch
+
+    from amsrc.model.inputs import to_tensors
+
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(appearance), batch):
+            app_in, _, flow_in = to_tensors(appearance[i:i + batch], flow[i:i + batch], flow_scale)
+            o = model.encode(app_in, flow_in)
+            w3 = o.m.shape[1]
+            x, y = (v.reshape(len(v), w3, -1).mean(2) for v in (o.x, o.y))
+            out.append((1 - torch.nn.functional.cosine_similarity(x, y, dim=1)).numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def dump_pooled(fold: Path, recipe: str, probes: list[str]) -> dict[str, np.ndarray]:
+    """Pooled S_f (:func:`pooled_sf`) of every object of :func:`dump_cues`, in its order: ``train/s_fp`` and
+    ``SET/CLIP/s_fp``."""
+    from amsrc.detector import AMSRC
+    from amsrc.prepare.store import CubeStore
+
+    det = AMSRC.load(fold / f"train_{recipe}" / "model.pt")
+    model, scale = det.model_.eval(), det.preset_.model.flow_scale
+    store = CubeStore.open(fold / "cubes")
+    clips = [store.load("training", n) for n in store.clips("training")]
+    out = {"train/s_fp": np.concatenate([pooled_sf(model, c.appearance, c.flow, scale) for c in clips if len(c.frames)])}
+    for tag, at in (("val", fold), *((k, fold / f"probe_{k}") for k in probes)):
+        st_at = CubeStore.open(at / "cubes")
+        for name in st_at.clips("testing"):
+            c = st_at.load("testing", name)
+            out[f"{tag}/{name}/s_fp"] = pooled_sf(model, c.appearance, c.flow, scale)
     return out
 
 
@@ -134,7 +174,7 @@ def rule(name: str, train: dict[str, np.ndarray], weights: dict[str, float]):
 
 def split_cues(d: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, dict[str, dict]]]:
     """A fold's cached cues (:func:`dump_cues`) as (training cues and boxes, {set: {clip: fields}})."""
-    train = {c: d[f"train/{c}"].astype(np.float64) for c in CUES}
+    train = {c: d[f"train/{c}"].astype(np.float64) for c in (*CUES, "s_fp")}
     train["box"] = d["train/box"]
     sets: dict[str, dict[str, dict]] = {}
     for key in d:
@@ -152,6 +192,10 @@ def score_rule(train: dict[str, np.ndarray], sets: dict[str, dict[str, dict]], n
     from amsrc.eval.metrics import roc_auc
     from amsrc.scoring import frame_scores, smooth
 
+    if name.endswith(POOLED):  # S_f measured on the pooled bottlenecks, then the rule as named
+        name = name[:-len(POOLED)]
+        train = {**train, "s_f": train["s_fp"]}
+        sets = {tag: {n: {**cl, "s_f": cl["s_fp"]} for n, cl in clips.items()} for tag, clips in sets.items()}
     f = rule(name, train, weights)
     median_box = np.median(np.asarray(train["box"], dtype=np.float64), 0)[None]
     empty = float(f({c: np.zeros(1) for c in CUES}, median_box)[0])
@@ -187,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     got: dict[str, list[dict]] = {r: [] for r in RULES}
     sp: dict[str, list[dict]] = {r: [] for r in RULES}
+    sf: dict[str, list[dict]] = {r: [] for r in RULES}
     for k in args.folds:
         fold = out / f"fold{k}"
         cache = fold / f"cues_{args.recipe}.npz"
@@ -195,12 +240,19 @@ def main(argv: list[str] | None = None) -> int:
             tmp = cache.with_suffix(".tmp.npz")
             np.savez(tmp, **d)
             tmp.replace(cache)
-        train, sets = split_cues(dict(np.load(cache)))
+        d = dict(np.load(cache))
+        if "train/s_fp" not in d:  # a cache of before the pooled S_f: add it
+            d.update(dump_pooled(fold, args.recipe, args.probe))
+            tmp = cache.with_suffix(".tmp.npz")
+            np.savez(tmp, **d)
+            tmp.replace(cache)
+        train, sets = split_cues(d)
         sc = AMSRC.load(fold / f"train_{args.recipe}" / "model.pt").preset_.score
         weights = {"s_f": sc.w_f, "s_p": sc.w_p, "s_m": sc.w_m}
         for r in RULES:
             got[r].append(score_rule(train, sets, r, weights))
             sp[r].append(score_rule(train, sets, r, {"s_f": 0.0, "s_p": 1.0, "s_m": 0.0}))
+            sf[r].append(score_rule(train, sets, r, {"s_f": 1.0, "s_p": 0.0, "s_m": 0.0}))
         print(f"fold {k}: {len(train['s_f'])} training objects", flush=True)
 
     kinds = sorted(set(got["z"][0]) - {"raw", "smoothed"})
@@ -209,13 +261,15 @@ def main(argv: list[str] | None = None) -> int:
         return 100 * float(np.mean([r[key] for r in rows]))
 
     print(f"\nRecipe {args.recipe}, mean over folds {', '.join(map(str, args.folds))} (AUROC x100; kinds: smoothed):\n")
-    print("| rule | mix raw | mix smoothed | " + " | ".join(kinds) + " | kinds' mean | S_p alone: kinds' mean |")
-    print("|" + "---|" * (5 + len(kinds)))
+    print("| rule | mix raw | mix smoothed | " + " | ".join(kinds)
+          + " | kinds' mean | S_p alone: kinds' mean | S_f alone: kinds' mean |")
+    print("|" + "---|" * (6 + len(kinds)))
     for r in RULES:
         vals = [mean(got[r], kd) for kd in kinds]
         print(f"| {r} | {mean(got[r], 'raw'):.1f} | {mean(got[r], 'smoothed'):.1f} | "
               + " | ".join(f"{v:.1f}" for v in vals)
-              + f" | {np.mean(vals):.1f} | {np.mean([mean(sp[r], kd) for kd in kinds]):.1f} |")
+              + f" | {np.mean(vals):.1f} | {np.mean([mean(sp[r], kd) for kd in kinds]):.1f}"
+              + f" | {np.mean([mean(sf[r], kd) for kd in kinds]):.1f} |")
     return 0
 
 
