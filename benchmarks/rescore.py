@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from amsrc.detector import AMSRC
+    from amsrc.utils import atomic_path
 
     out = Path(args.out)
     got: dict[str, list[dict]] = {r: [] for r in RULES}
@@ -235,17 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     for k in args.folds:
         fold = out / f"fold{k}"
         cache = fold / f"cues_{args.recipe}.npz"
-        if not cache.exists():
-            d = dump_cues(fold, args.recipe, args.probe)
-            tmp = cache.with_suffix(".tmp.npz")
-            np.savez(tmp, **d)
-            tmp.replace(cache)
-        d = dict(np.load(cache))
-        if "train/s_fp" not in d:  # a cache of before the pooled S_f: add it
+        d = dict(np.load(cache)) if cache.exists() else dump_cues(fold, args.recipe, args.probe)
+        if "train/s_fp" not in d:  # a new cache, or one of before the pooled S_f: add it, then (re)write it
             d.update(dump_pooled(fold, args.recipe, args.probe))
-            tmp = cache.with_suffix(".tmp.npz")
-            np.savez(tmp, **d)
-            tmp.replace(cache)
+            with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, **d)
         train, sets = split_cues(d)
         sc = AMSRC.load(fold / f"train_{args.recipe}" / "model.pt").preset_.score
         weights = {"s_f": sc.w_f, "s_p": sc.w_p, "s_m": sc.w_m}
